@@ -1,0 +1,16 @@
+#pragma once
+// The `dualpipe` command's subcommands. Each `add_*_command` declares its subcommand and
+// options on `app` and returns the action that runs when that subcommand was chosen.
+// Actions report user errors by throwing std::exception (main prints one line, exits 1).
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace dualpipe::cli {
+
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+}  // namespace dualpipe::cli

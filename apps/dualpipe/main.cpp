@@ -1,0 +1,32 @@
+// dualpipe: the command-line entry point. Subcommands live one per file.
+#include <exception>
+#include <iostream>
+#include <vector>
+
+#include "command.h"
+
+namespace dualpipe::cli {
+// Declared here, defined in <name>_command.cpp.
+}  // namespace dualpipe::cli
+
+int main(int argc, char** argv) {
+  using namespace dualpipe::cli;
+  CLI::App app{"dualpipe: bidirectional pipeline-parallel training (DualPipe) on LibTorch"};
+  app.require_subcommand(1);
+  std::vector<Command> commands = {};
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  for (const Command& command : commands) {
+    if (!command.app->parsed()) continue;
+    try {
+      return command.run();
+    } catch (const std::exception& e) {
+      std::cerr << "dualpipe " << command.app->get_name() << ": error: " << e.what() << "\n";
+      return 1;
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what dualpipe needs to build, test and run, from Debian 12's packages only.
+# Idempotent: installs only what is missing. Run as root (or with sudo).
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build ccache git pkg-config
+  libtorch-dev libopenblas-dev libopenblas0-pthread
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libcli11-dev nlohmann-json3-dev libfmt-dev
+  fortunes fortunes-min
+  clang-format
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# NOTE: Debian's LibTorch calls the generic BLAS; make sure the OpenBLAS build backs it
+# (netlib's reference BLAS is ~30x slower for matrix products).
+if command -v update-alternatives >/dev/null; then
+  for alt in libblas.so.3-x86_64-linux-gnu liblapack.so.3-x86_64-linux-gnu; do
+    cand=$(update-alternatives --list "$alt" 2>/dev/null | grep -m1 openblas || true)
+    if [ -n "$cand" ]; then
+      ${SUDO:-} update-alternatives --set "$alt" "$cand" >/dev/null 2>&1 || true
+    fi
+  done
+fi
+echo "setup: all packages present"
