@@ -21,7 +21,7 @@ TEST(PlacementTest, BidirectionalPutsMirrorStagesOnOneRank) {
 TEST(PlacementTest, VShapeFoldsStagesBack) {
   Placement placement = Placement::v_shape(3);
   EXPECT_EQ(placement.num_stages(), 6);
-  EXPECT_EQ(placement.at(2, 0).rank, 2);
+  EXPECT_EQ(placement.at(0, 2).rank, 2);
   EXPECT_EQ(placement.at(0, 3).rank, 2);
   EXPECT_EQ(placement.at(0, 3).slot, 1);
   EXPECT_EQ(placement.at(0, 5).rank, 0);
