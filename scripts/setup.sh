@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build ccache git pkg-config
-  libtorch-dev libopenblas-dev libopenblas0-pthread
+  libtorch-dev libgloo-dev libopenblas-dev libopenblas0-pthread
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
   fortunes fortunes-min

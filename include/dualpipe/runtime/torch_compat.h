@@ -1,0 +1,35 @@
+#pragma once
+// The one place where LibTorch version differences live (1.13 from Debian 12, 2.x with CUDA).
+// Everything else in dualpipe includes this header instead of spelling version-specific names.
+
+#include <torch/version.h>
+
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/Work.hpp>
+
+#if TORCH_VERSION_MAJOR >= 2
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#endif
+
+namespace dualpipe::runtime {
+
+// NOTE: In LibTorch 1.13 ProcessGroupGloo/NCCL derive from c10d::ProcessGroup; in 2.x they
+// derive from c10d::Backend (ProcessGroup became a dispatching wrapper). Both expose the same
+// send/recv/allreduce/alltoall_base/barrier virtuals, so dualpipe talks to the backend object.
+#if TORCH_VERSION_MAJOR >= 2
+using Communicator = c10d::Backend;
+#else
+using Communicator = c10d::ProcessGroup;
+#endif
+
+using CommunicatorPtr = c10::intrusive_ptr<Communicator>;
+using WorkPtr = c10::intrusive_ptr<c10d::Work>;
+
+// Whether this LibTorch build has CUDA and NCCL (the GPU machines' 2.x builds).
+#if defined(USE_C10D_NCCL)
+inline constexpr bool kHasNccl = true;
+#else
+inline constexpr bool kHasNccl = false;
+#endif
+
+}  // namespace dualpipe::runtime
