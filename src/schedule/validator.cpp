@@ -183,11 +183,13 @@ class Validator {
       const Op& op = ops[i];
       std::string reason;
       auto fail = [&] { out_.add(rank, i, op, [&] { return reason; }); };
-      auto record = [&](std::vector<int>& positions, int x, const char* what, std::uint8_t flag) {
+      // `what` and (d, s, m) name the duplicated thing; strings are built only on error.
+      auto record = [&](std::vector<int>& positions, int x, const char* what, int d, int s, int m,
+                        std::uint8_t flag) {
         if (positions[x] != kNone) {
           out_.add(rank, i, op, [&] {
-            return cat("duplicate ", what, ": already at op ", positions[x], " (",
-                       describe(ops[positions[x]]), ")");
+            return cat("duplicate ", what, " of ", instance_name(d, s, m), ": already at op ",
+                       positions[x], " (", describe(ops[positions[x]]), ")");
           });
           return;
         }
@@ -203,14 +205,14 @@ class Validator {
             break;
           }
           const int x = index(op.direction, op.stage, op.microbatch);
-          const std::string name = instance_name(op.direction, op.stage, op.microbatch);
+          const int d = op.direction, s = op.stage, m = op.microbatch;
           if (op.kind == OpKind::kForward) {
-            record(f_pos_, x, ("forward of " + name).c_str(), kPrimary);
+            record(f_pos_, x, "forward", d, s, m, kPrimary);
           } else if (op.kind == OpKind::kBackward) {
-            record(b_pos_, x, ("backward of " + name).c_str(), kPrimary);
+            record(b_pos_, x, "backward", d, s, m, kPrimary);
             if (flags_[rank][i] & kPrimary) deferred_[x] = op.defer_weight_grad;
           } else {
-            record(w_pos_, x, ("W of " + name).c_str(), kPrimary);
+            record(w_pos_, x, "W", d, s, m, kPrimary);
           }
           break;
         }
@@ -228,14 +230,9 @@ class Validator {
           }
           const int f = index(op.direction, op.stage, op.microbatch);
           const int b = index(op.backward_direction, op.backward_stage, op.backward_microbatch);
-          record(f_pos_, f,
-                 ("forward of " + instance_name(op.direction, op.stage, op.microbatch)).c_str(),
-                 kPrimary);
-          record(b_pos_, b,
-                 ("backward of " +
-                  instance_name(op.backward_direction, op.backward_stage, op.backward_microbatch))
-                     .c_str(),
-                 kBackwardPrimary);
+          record(f_pos_, f, "forward", op.direction, op.stage, op.microbatch, kPrimary);
+          record(b_pos_, b, "backward", op.backward_direction, op.backward_stage,
+                 op.backward_microbatch, kBackwardPrimary);
           if (flags_[rank][i] & kBackwardPrimary) deferred_[b] = op.defer_weight_grad;
           break;
         }
@@ -248,9 +245,8 @@ class Validator {
             break;
           }
           const int x = index(op.direction, op.stage, op.microbatch);
-          const std::string what =
-              cat(to_string(op.kind), " of ", instance_name(op.direction, op.stage, op.microbatch));
-          record(comm_positions(op.kind), x, what.c_str(), kPrimary);
+          record(comm_positions(op.kind), x, to_string(op.kind), op.direction, op.stage,
+                 op.microbatch, kPrimary);
           break;
         }
       }
@@ -272,18 +268,18 @@ class Validator {
   void need_activation(int rank, int i, int direction, int stage, int microbatch) {
     if (stage == 0) return;
     const int x = index(direction, stage - 1, microbatch);
-    const std::string item = instance_name(direction, stage - 1, microbatch);
+    auto item = [&] { return instance_name(direction, stage - 1, microbatch); };
     const Op& op = program(rank)[i];
     if (owner(direction, stage - 1) == rank) {
       const int j = f_pos_[x];
       if (j == kNone) {
         out_.add(rank, i, op, [&] {
-          return cat("forward needs the output of F", item,
+          return cat("forward needs the output of F", item(),
                      " on this rank, which never computes it");
         });
       } else if (j >= i) {
         out_.add(rank, i, op, [&] {
-          return cat("forward needs the output of F", item, ", computed only later at op ", j);
+          return cat("forward needs the output of F", item(), ", computed only later at op ", j);
         });
       }
       return;
@@ -291,12 +287,12 @@ class Validator {
     const int j = recv_act_pos_[x];
     if (j == kNone) {
       out_.add(rank, i, op, [&] {
-        return cat("forward needs the activation of ", item, " from rank ",
+        return cat("forward needs the activation of ", item(), " from rank ",
                    owner(direction, stage - 1), ", but this rank never receives it");
       });
     } else if (j > i) {
       out_.add(rank, i, op, [&] {
-        return cat("forward needs the activation of ", item, ", received only later at op ", j);
+        return cat("forward needs the activation of ", item(), ", received only later at op ", j);
       });
     }
   }
@@ -319,18 +315,18 @@ class Validator {
     }
     if (stage + 1 == num_stages_) return;  // the last stage starts from its own loss
     const int x = index(direction, stage + 1, microbatch);
-    const std::string item = instance_name(direction, stage + 1, microbatch);
+    auto item = [&] { return instance_name(direction, stage + 1, microbatch); };
     if (owner(direction, stage + 1) == rank) {
       const int j = b_pos_[x];
       if (j == kNone) {
         out_.add(rank, i, op, [&] {
-          return cat("backward needs the input gradient of B", item,
+          return cat("backward needs the input gradient of B", item(),
                      " on this rank, which never computes it");
         });
       } else if (j >= i) {
         out_.add(rank, i, op, [&] {
-          return cat("backward needs the input gradient of B", item, ", computed only later at op ",
-                     j);
+          return cat("backward needs the input gradient of B", item(),
+                     ", computed only later at op ", j);
         });
       }
       return;
@@ -338,12 +334,12 @@ class Validator {
     const int j = recv_grad_pos_[x];
     if (j == kNone) {
       out_.add(rank, i, op, [&] {
-        return cat("backward needs the input gradient of ", item, " from rank ",
+        return cat("backward needs the input gradient of ", item(), " from rank ",
                    owner(direction, stage + 1), ", but this rank never receives it");
       });
     } else if (j > i) {
       out_.add(rank, i, op, [&] {
-        return cat("backward needs the input gradient of ", item, ", received only later at op ",
+        return cat("backward needs the input gradient of ", item(), ", received only later at op ",
                    j);
       });
     }
