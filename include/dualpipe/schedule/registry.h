@@ -1,0 +1,18 @@
+#pragma once
+// Schedules by name, for the command line, the simulator and the tests.
+
+#include <string>
+#include <vector>
+
+#include "dualpipe/schedule/schedule.h"
+
+namespace dualpipe::schedule {
+
+// The names build_schedule() accepts: "dualpipe", "dualpipev", "1f1b", "zb1p", "gpipe".
+std::vector<std::string> schedule_names();
+
+// Builds the named schedule (compute and communication). Throws std::invalid_argument naming
+// the allowed names for an unknown name, and the builder's message for unsupported sizes.
+Schedule build_schedule(const std::string& name, int num_ranks, int num_microbatches);
+
+}  // namespace dualpipe::schedule

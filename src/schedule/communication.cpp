@@ -1,0 +1,215 @@
+#include "dualpipe/schedule/communication.h"
+
+#include <algorithm>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace dualpipe::schedule {
+namespace {
+
+// One item travelling over a channel: an activation or a gradient of (direction, stage, mb).
+struct Item {
+  bool is_grad = false;
+  int direction = 0;
+  int stage = 0;
+  int microbatch = 0;
+};
+
+// Dense tables over (direction, stage, microbatch) so the pass stays linear in the op count.
+class ItemIndex {
+ public:
+  ItemIndex(int num_directions, int num_stages, int num_microbatches)
+      : num_stages_(num_stages), num_microbatches_(num_microbatches) {
+    consumer_.assign(2 * static_cast<std::size_t>(num_directions) * num_stages * num_microbatches,
+                     -1);
+  }
+  int& consumer(const Item& item) {
+    std::size_t key =
+        ((static_cast<std::size_t>(item.direction) * num_stages_ + item.stage) * num_microbatches_ +
+         item.microbatch) *
+            2 +
+        (item.is_grad ? 1 : 0);
+    return consumer_[key];
+  }
+
+ private:
+  int num_stages_;
+  int num_microbatches_;
+  std::vector<int> consumer_;  // compute-op index on the consuming rank, -1 if none
+};
+
+[[noreturn]] void fail(int rank, std::size_t index, const Op& op, const std::string& why) {
+  throw std::invalid_argument("insert_communication: rank " + std::to_string(rank) + ", op " +
+                              std::to_string(index) + " " + describe(op) + ": " + why);
+}
+
+}  // namespace
+
+void insert_communication(Schedule& schedule) {
+  const Placement& placement = schedule.placement;
+  const int num_ranks = placement.num_ranks();
+  const int num_directions = placement.num_directions();
+  const int num_stages = placement.num_stages();
+  if (static_cast<int>(schedule.programs.size()) != num_ranks) {
+    throw std::invalid_argument("insert_communication: schedule has " +
+                                std::to_string(schedule.programs.size()) +
+                                " programs for num_ranks=" + std::to_string(num_ranks));
+  }
+
+  // Validate what the pass relies on and size the tables.
+  int max_microbatch = -1;
+  auto check_stage = [&](int rank, std::size_t i, const Op& op, int direction, int stage,
+                         int microbatch) {
+    if (direction < 0 || direction >= num_directions || stage < 0 || stage >= num_stages ||
+        microbatch < 0) {
+      fail(rank, i, op, "no such stage instance or micro-batch");
+    }
+    if (placement.rank_of(direction, stage) != rank) {
+      fail(rank, i, op,
+           "stage instance lives on rank " + std::to_string(placement.rank_of(direction, stage)));
+    }
+    max_microbatch = std::max(max_microbatch, microbatch);
+  };
+  for (int rank = 0; rank < num_ranks; ++rank) {
+    const Program& program = schedule.programs[rank];
+    for (std::size_t i = 0; i < program.size(); ++i) {
+      const Op& op = program[i];
+      if (op.is_communication()) fail(rank, i, op, "expected compute ops only");
+      check_stage(rank, i, op, op.direction, op.stage, op.microbatch);
+      if (op.kind == OpKind::kForwardBackward) {
+        check_stage(rank, i, op, op.backward_direction, op.backward_stage, op.backward_microbatch);
+      }
+    }
+  }
+  ItemIndex index(num_directions, num_stages, max_microbatch + 1);
+
+  // What each compute op consumes from another rank (at most one activation and one gradient)
+  // and produces for another rank, as (item, peer).
+  auto consumed_activation = [&](int direction, int stage, int microbatch, int rank, Item* item) {
+    if (stage == 0 || placement.rank_of(direction, stage - 1) == rank) return -1;
+    *item = Item{false, direction, stage - 1, microbatch};
+    return placement.rank_of(direction, stage - 1);
+  };
+  auto consumed_grad = [&](int direction, int stage, int microbatch, int rank, Item* item) {
+    if (stage == num_stages - 1 || placement.rank_of(direction, stage + 1) == rank) return -1;
+    *item = Item{true, direction, stage + 1, microbatch};
+    return placement.rank_of(direction, stage + 1);
+  };
+
+  // Pass 1: consumers. Only the first consumer counts (a valid schedule has exactly one).
+  for (int rank = 0; rank < num_ranks; ++rank) {
+    const Program& program = schedule.programs[rank];
+    for (std::size_t i = 0; i < program.size(); ++i) {
+      const Op& op = program[i];
+      Item item;
+      auto note = [&](int peer) {
+        if (peer >= 0 && index.consumer(item) < 0) index.consumer(item) = static_cast<int>(i);
+      };
+      if (op.kind == OpKind::kForward || op.kind == OpKind::kForwardBackward) {
+        note(consumed_activation(op.direction, op.stage, op.microbatch, rank, &item));
+      }
+      if (op.kind == OpKind::kBackward) {
+        note(consumed_grad(op.direction, op.stage, op.microbatch, rank, &item));
+      }
+      if (op.kind == OpKind::kForwardBackward) {
+        note(consumed_grad(op.backward_direction, op.backward_stage, op.backward_microbatch, rank,
+                           &item));
+      }
+    }
+  }
+
+  // The items `op` produces for other ranks, in send order (FB: activation, then gradient).
+  auto for_each_send = [&](int rank, const Op& op, auto&& emit) {
+    auto activation = [&](int direction, int stage, int microbatch) {
+      if (stage == num_stages - 1) return;
+      int peer = placement.rank_of(direction, stage + 1);
+      if (peer != rank) emit(Item{false, direction, stage, microbatch}, peer);
+    };
+    auto grad = [&](int direction, int stage, int microbatch) {
+      if (stage == 0) return;
+      int peer = placement.rank_of(direction, stage - 1);
+      if (peer != rank) emit(Item{true, direction, stage, microbatch}, peer);
+    };
+    if (op.kind == OpKind::kForward || op.kind == OpKind::kForwardBackward) {
+      activation(op.direction, op.stage, op.microbatch);
+    }
+    if (op.kind == OpKind::kBackward) grad(op.direction, op.stage, op.microbatch);
+    if (op.kind == OpKind::kForwardBackward) {
+      grad(op.backward_direction, op.backward_stage, op.backward_microbatch);
+    }
+  };
+
+  // Pass 2: channel contents (sender, receiver) in the sender's order.
+  std::map<std::pair<int, int>, std::vector<Item>> channels;
+  for (int rank = 0; rank < num_ranks; ++rank) {
+    for (const Op& op : schedule.programs[rank]) {
+      for_each_send(rank, op, [&](const Item& item, int peer) {
+        channels[{rank, peer}].push_back(item);
+      });
+    }
+  }
+
+  // Pass 3: receives. Walking each channel backwards gives the suffix minimum of consumer
+  // positions: receive j must precede its own consumer and, because the channel is FIFO, every
+  // later item's receive, hence every later item's consumer. Channels are visited by sender,
+  // so a stable bucket order puts receives before one op by peer, then channel order.
+  struct PlacedRecv {
+    int position;
+    Op op;
+  };
+  std::vector<std::vector<PlacedRecv>> placed(num_ranks);
+  std::vector<int> position;
+  for (const auto& [ends, items] : channels) {
+    const int sender = ends.first;
+    const int receiver = ends.second;
+    position.resize(items.size());
+    int earliest = static_cast<int>(schedule.programs[receiver].size());
+    for (std::size_t j = items.size(); j-- > 0;) {
+      int consumer = index.consumer(items[j]);
+      if (consumer >= 0) earliest = std::min(earliest, consumer);
+      position[j] = earliest;
+    }
+    for (std::size_t j = 0; j < items.size(); ++j) {
+      const Item& item = items[j];
+      placed[receiver].push_back(
+          {position[j],
+           item.is_grad
+               ? Op::recv_grad(item.direction, item.stage, item.microbatch, sender)
+               : Op::recv_activation(item.direction, item.stage, item.microbatch, sender)});
+    }
+  }
+
+  for (int rank = 0; rank < num_ranks; ++rank) {
+    const Program& compute = schedule.programs[rank];
+    // Stable counting sort of the receives by position (linear, unlike a comparison sort).
+    std::vector<int> first(compute.size() + 2, 0);
+    for (const PlacedRecv& r : placed[rank]) ++first[r.position + 1];
+    for (std::size_t i = 1; i < first.size(); ++i) first[i] += first[i - 1];
+    std::vector<const Op*> sorted(placed[rank].size());
+    {
+      std::vector<int> next(first.begin(), first.end() - 1);
+      for (const PlacedRecv& r : placed[rank]) sorted[next[r.position]++] = &r.op;
+    }
+    Program full;
+    full.reserve(compute.size() + placed[rank].size() * 2);
+    auto emit_recvs = [&](std::size_t i) {
+      for (int k = first[i]; k < first[i + 1]; ++k) full.push_back(*sorted[k]);
+    };
+    for (std::size_t i = 0; i < compute.size(); ++i) {
+      emit_recvs(i);
+      full.push_back(compute[i]);
+      for_each_send(rank, compute[i], [&](const Item& item, int peer) {
+        full.push_back(
+            item.is_grad ? Op::send_grad(item.direction, item.stage, item.microbatch, peer)
+                         : Op::send_activation(item.direction, item.stage, item.microbatch, peer));
+      });
+    }
+    emit_recvs(compute.size());
+    schedule.programs[rank] = std::move(full);
+  }
+}
+
+}  // namespace dualpipe::schedule

@@ -1,0 +1,211 @@
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <iostream>
+#include <map>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "dualpipe/schedule/communication.h"
+#include "dualpipe/schedule/registry.h"
+
+namespace dualpipe::schedule {
+namespace {
+
+struct Size {
+  std::string name;
+  int num_ranks;
+  int num_microbatches;
+};
+
+std::string size_name(const testing::TestParamInfo<Size>& info) {
+  auto number = [](int n) { return n < 0 ? "neg" + std::to_string(-n) : std::to_string(n); };
+  return info.param.name + "_R" + number(info.param.num_ranks) + "_M" +
+         number(info.param.num_microbatches);
+}
+
+// Every size the references (and our baselines) accept, odd ones included.
+std::vector<Size> accepted_sizes() {
+  std::vector<Size> sizes;
+  for (int r = 2; r <= 10; r += 2) {
+    for (int c = 2 * r; c <= 3 * r + 4; c += 2) sizes.push_back({"dualpipe", r, c});
+  }
+  for (int r = 1; r <= 8; ++r) {
+    for (int c = 2 * r; c <= 3 * r + 3; ++c) sizes.push_back({"dualpipev", r, c});
+  }
+  for (const char* name : {"1f1b", "zb1p", "gpipe"}) {
+    for (int r : {1, 2, 3, 4, 7, 8}) {
+      for (int m : std::set<int>{1, 2, r, r + 1, 2 * r + 3}) sizes.push_back({name, r, m});
+    }
+  }
+  return sizes;
+}
+
+class AcceptedSizeTest : public testing::TestWithParam<Size> {};
+
+using Key = std::tuple<int, int, int>;  // direction, stage, microbatch
+
+// Each stage instance runs each micro-batch forward once, backward once (B, Bz or the backward
+// half of FB), and a W per Bz after it; every op sits on the rank that holds its stage.
+TEST_P(AcceptedSizeTest, EveryMicrobatchRunsOnceForwardAndBackward) {
+  const Size& size = GetParam();
+  Schedule schedule = build_schedule(size.name, size.num_ranks, size.num_microbatches);
+  ASSERT_EQ(schedule.name, size.name);
+  ASSERT_EQ(schedule.num_ranks(), size.num_ranks);
+  ASSERT_EQ(static_cast<int>(schedule.programs.size()), size.num_ranks);
+  const int per_direction = schedule.microbatches_per_direction();
+  EXPECT_EQ(per_direction * schedule.num_directions(), size.num_microbatches);
+
+  std::map<Key, int> forwards, backwards, deferred, weights;
+  for (int rank = 0; rank < schedule.num_ranks(); ++rank) {
+    for (const Op& op : schedule.programs[rank]) {
+      if (op.is_communication()) continue;
+      ASSERT_EQ(schedule.placement.rank_of(op.direction, op.stage), rank) << describe(op);
+      Key key{op.direction, op.stage, op.microbatch};
+      switch (op.kind) {
+        case OpKind::kForward: ++forwards[key]; break;
+        case OpKind::kBackward:
+          ++backwards[key];
+          if (op.defer_weight_grad) ++deferred[key];
+          break;
+        case OpKind::kWeight:
+          ASSERT_EQ(deferred[key], 1) << "W before its Bz: " << describe(op);
+          ++weights[key];
+          break;
+        case OpKind::kForwardBackward: {
+          ++forwards[key];
+          ASSERT_EQ(schedule.placement.rank_of(op.backward_direction, op.backward_stage), rank);
+          Key b{op.backward_direction, op.backward_stage, op.backward_microbatch};
+          ASSERT_EQ(forwards[b], 1) << "backward before forward: " << describe(op);
+          ++backwards[b];
+          break;
+        }
+        default: break;
+      }
+      if (op.kind == OpKind::kBackward) {
+        ASSERT_EQ(forwards[key], 1) << "backward before forward: " << describe(op);
+      }
+    }
+  }
+  const std::size_t instances =
+      static_cast<std::size_t>(schedule.num_directions()) * schedule.num_stages() * per_direction;
+  EXPECT_EQ(forwards.size(), instances);
+  EXPECT_EQ(backwards.size(), instances);
+  for (const auto& [key, n] : forwards) EXPECT_EQ(n, 1);
+  for (const auto& [key, n] : backwards) EXPECT_EQ(n, 1);
+  EXPECT_EQ(weights, deferred);
+  for (const auto& [d, s, m] : [&] {
+         std::vector<Key> keys;
+         for (const auto& kv : forwards) keys.push_back(kv.first);
+         return keys;
+       }()) {
+    ASSERT_TRUE(d >= 0 && d < schedule.num_directions() && m >= 0 && m < per_direction);
+  }
+}
+
+// Sends on one rank pair appear in the same order as the receives on the other end, and each
+// receive precedes its consumer.
+TEST_P(AcceptedSizeTest, ChannelsAreFifoMatched) {
+  const Size& size = GetParam();
+  Schedule schedule = build_schedule(size.name, size.num_ranks, size.num_microbatches);
+  std::map<std::pair<int, int>, std::vector<Key>> sent, received;
+  for (int rank = 0; rank < schedule.num_ranks(); ++rank) {
+    for (const Op& op : schedule.programs[rank]) {
+      if (op.is_send()) {
+        int grad = op.kind == OpKind::kSendGrad;
+        sent[{rank, op.peer}].push_back({grad, op.stage + 100 * op.direction, op.microbatch});
+      } else if (op.is_recv()) {
+        int grad = op.kind == OpKind::kRecvGrad;
+        received[{op.peer, rank}].push_back({grad, op.stage + 100 * op.direction, op.microbatch});
+      }
+    }
+  }
+  EXPECT_EQ(sent, received);
+}
+
+INSTANTIATE_TEST_SUITE_P(Builders, AcceptedSizeTest, testing::ValuesIn(accepted_sizes()),
+                         size_name);
+
+class RejectedSizeTest : public testing::TestWithParam<Size> {};
+
+TEST_P(RejectedSizeTest, ThrowsWithTheValues) {
+  const Size& size = GetParam();
+  try {
+    build_schedule(size.name, size.num_ranks, size.num_microbatches);
+    FAIL() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("num_ranks=" + std::to_string(size.num_ranks)), std::string::npos) << what;
+    EXPECT_NE(what.find("num_microbatches=" + std::to_string(size.num_microbatches)),
+              std::string::npos)
+        << what;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Builders, RejectedSizeTest,
+                         testing::Values(Size{"dualpipe", 6, 8}, Size{"dualpipe", 3, 12},
+                                         Size{"dualpipe", 4, 9}, Size{"dualpipe", 0, 4},
+                                         Size{"dualpipev", 4, 7}, Size{"dualpipev", 0, 2},
+                                         Size{"1f1b", 0, 4}, Size{"1f1b", 4, 0},
+                                         Size{"zb1p", 2, -1}, Size{"gpipe", -1, 3}),
+                         size_name);
+
+TEST(RegistryTest, NamesAndUnknownName) {
+  EXPECT_EQ(schedule_names(),
+            (std::vector<std::string>{"dualpipe", "dualpipev", "1f1b", "zb1p", "gpipe"}));
+  try {
+    build_schedule("pipedream", 2, 4);
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("pipedream"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("zb1p"), std::string::npos);
+  }
+}
+
+// A hand-checked case: rank 1 consumes the activations it receives from rank 0 out of send
+// order (m=1 before m=0); FIFO forces both receives before the first consumer.
+TEST(CommunicationTest, ReceivesFollowSenderOrder) {
+  Schedule schedule{"hand", 2, Placement::round_robin(2, 2), {}};
+  schedule.programs = {
+      {Op::forward(0, 0, 0), Op::forward(0, 0, 1), Op::backward(0, 0, 1), Op::backward(0, 0, 0)},
+      {Op::forward(0, 1, 1), Op::backward(0, 1, 1), Op::forward(0, 1, 0), Op::backward(0, 1, 0)},
+  };
+  insert_communication(schedule);
+  Program rank0 = {Op::forward(0, 0, 0),      Op::send_activation(0, 0, 0, 1),
+                   Op::forward(0, 0, 1),      Op::send_activation(0, 0, 1, 1),
+                   Op::recv_grad(0, 1, 1, 1), Op::backward(0, 0, 1),
+                   Op::recv_grad(0, 1, 0, 1), Op::backward(0, 0, 0)};
+  Program rank1 = {
+      Op::recv_activation(0, 0, 0, 0), Op::recv_activation(0, 0, 1, 0), Op::forward(0, 1, 1),
+      Op::backward(0, 1, 1),           Op::send_grad(0, 1, 1, 0),       Op::forward(0, 1, 0),
+      Op::backward(0, 1, 0),           Op::send_grad(0, 1, 0, 0)};
+  EXPECT_EQ(schedule.programs[0], rank0);
+  EXPECT_EQ(schedule.programs[1], rank1);
+}
+
+TEST(CommunicationTest, NoCommunicationWithinOneRank) {
+  Schedule schedule = build_schedule("dualpipev", 1, 4);
+  for (const Op& op : schedule.programs[0]) EXPECT_FALSE(op.is_communication()) << describe(op);
+}
+
+TEST(CommunicationTest, RejectsCommunicationInInput) {
+  Schedule schedule = build_schedule("1f1b", 2, 2);
+  EXPECT_THROW(insert_communication(schedule), std::invalid_argument);
+}
+
+// Linear-time builders: a large DualPipe builds quickly (a loose bound; tests never assert on
+// tight timings).
+TEST(BuilderScaleTest, LargeDualPipeBuilds) {
+  auto start = std::chrono::steady_clock::now();
+  Schedule schedule = build_schedule("dualpipe", 64, 4096);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(schedule.programs.size(), 64u);
+  EXPECT_LT(seconds, 2.0);
+  std::cout << "dualpipe R=64 M=4096 built in " << seconds << " s\n";
+}
+
+}  // namespace
+}  // namespace dualpipe::schedule
