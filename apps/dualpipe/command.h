@@ -13,4 +13,6 @@ struct Command {
   std::function<int()> run;
 };
 
+Command add_eplb_command(CLI::App& app);
+
 }  // namespace dualpipe::cli
