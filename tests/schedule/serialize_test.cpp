@@ -1,0 +1,206 @@
+#include "dualpipe/schedule/serialize.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dualpipe/schedule/registry.h"
+
+namespace dualpipe::schedule {
+namespace {
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+std::vector<std::string> oracle_files() {
+  std::vector<std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(DUALPIPE_ORACLE_DIR)) {
+    if (entry.path().extension() == ".json") files.push_back(entry.path().filename().string());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+Program compute_only(const Program& program) {
+  Program compute;
+  for (const Op& op : program) {
+    if (op.is_compute()) compute.push_back(op);
+  }
+  return compute;
+}
+
+class OracleTest : public testing::TestWithParam<std::string> {};
+
+// The reference's compute order, rank by rank, op by op.
+TEST_P(OracleTest, BuilderMatchesReferenceComputeOrder) {
+  Schedule oracle =
+      parse_schedule_json(read_file(std::filesystem::path(DUALPIPE_ORACLE_DIR) / GetParam()));
+  Schedule ours = build_schedule(oracle.name, oracle.num_ranks(), oracle.num_microbatches);
+  ASSERT_EQ(ours.placement, oracle.placement);
+  for (int rank = 0; rank < oracle.num_ranks(); ++rank) {
+    Program expected = compute_only(oracle.programs[rank]);
+    Program actual = compute_only(ours.programs[rank]);
+    ASSERT_EQ(actual.size(), expected.size()) << "rank " << rank;
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+      ASSERT_EQ(actual[i], expected[i])
+          << "rank " << rank << ", compute op " << i << ": ours "
+          << to_token(actual[i], rank, ours.placement) << ", reference "
+          << to_token(expected[i], rank, oracle.placement);
+    }
+  }
+}
+
+// The reference's communication items, per rank and kind, are the same multiset as ours.
+TEST_P(OracleTest, SameCommunicationItemsAsReference) {
+  Schedule oracle =
+      parse_schedule_json(read_file(std::filesystem::path(DUALPIPE_ORACLE_DIR) / GetParam()));
+  Schedule ours = build_schedule(oracle.name, oracle.num_ranks(), oracle.num_microbatches);
+  for (int rank = 0; rank < oracle.num_ranks(); ++rank) {
+    std::multiset<std::string> expected, actual;
+    for (const Op& op : oracle.programs[rank]) {
+      if (op.is_communication()) expected.insert(to_token(op, rank, oracle.placement));
+    }
+    for (const Op& op : ours.programs[rank]) {
+      if (op.is_communication()) actual.insert(to_token(op, rank, ours.placement));
+    }
+    EXPECT_EQ(actual, expected) << "rank " << rank;
+  }
+}
+
+TEST_P(OracleTest, OracleFileRoundTripsThroughOurForms) {
+  std::string text = read_file(std::filesystem::path(DUALPIPE_ORACLE_DIR) / GetParam());
+  Schedule oracle = parse_schedule_json(text);
+  nlohmann::json original = nlohmann::json::parse(text);
+  for (auto& tokens : original["ranks"]) {
+    nlohmann::json kept = nlohmann::json::array();
+    for (auto& token : tokens) {
+      if (token != "|") kept.push_back(token);
+    }
+    tokens = kept;
+  }
+  EXPECT_EQ(to_oracle_json(oracle), original);
+  EXPECT_EQ(parse_schedule_text(to_text(oracle)), oracle);
+}
+
+INSTANTIATE_TEST_SUITE_P(ReferenceOrder, OracleTest, testing::ValuesIn(oracle_files()),
+                         [](const testing::TestParamInfo<std::string>& info) {
+                           std::string name = info.param.substr(0, info.param.find('.'));
+                           return name;
+                         });
+
+TEST(OracleFilesTest, FolderIsNotEmpty) {
+  EXPECT_GE(oracle_files().size(), 20u);
+}
+
+struct Size {
+  std::string name;
+  int num_ranks;
+  int num_microbatches;
+};
+
+class RoundTripTest : public testing::TestWithParam<Size> {};
+
+TEST_P(RoundTripTest, JsonAndTextRoundTripExactly) {
+  const Size& size = GetParam();
+  Schedule schedule = build_schedule(size.name, size.num_ranks, size.num_microbatches);
+  EXPECT_EQ(schedule_from_json(to_json(schedule)), schedule);
+  EXPECT_EQ(parse_schedule_json(to_json(schedule).dump()), schedule);
+  EXPECT_EQ(parse_schedule_text(to_text(schedule)), schedule);
+  // The oracle shape alone infers the placement from the name.
+  EXPECT_EQ(schedule_from_json(to_oracle_json(schedule)), schedule);
+}
+
+INSTANTIATE_TEST_SUITE_P(Builders, RoundTripTest,
+                         testing::Values(Size{"dualpipe", 2, 4}, Size{"dualpipe", 6, 14},
+                                         Size{"dualpipev", 1, 2}, Size{"dualpipev", 3, 7},
+                                         Size{"1f1b", 1, 1}, Size{"1f1b", 5, 3}, Size{"zb1p", 3, 7},
+                                         Size{"gpipe", 7, 2}),
+                         [](const testing::TestParamInfo<Size>& info) {
+                           return info.param.name + "_R" + std::to_string(info.param.num_ranks) +
+                                  "_M" + std::to_string(info.param.num_microbatches);
+                         });
+
+TEST(SerializeTest, CustomPlacementRoundTrips) {
+  // Interleaved-style placement: 2 ranks, 4 stages; only the full JSON/text carry it.
+  Schedule schedule{"interleaved", 1, Placement::round_robin(2, 4), {{}, {}}};
+  schedule.programs[0] = {Op::forward(0, 0, 0), Op::send_activation(0, 0, 0, 1),
+                          Op::recv_activation(0, 1, 0, 1), Op::forward(0, 2, 0)};
+  schedule.programs[1] = {Op::recv_activation(0, 0, 0, 0), Op::forward(0, 1, 0),
+                          Op::send_activation(0, 1, 0, 0)};
+  EXPECT_EQ(to_token(schedule.programs[0][2], 0, schedule.placement), "rF1.0@1");
+  EXPECT_EQ(schedule_from_json(to_json(schedule)), schedule);
+  EXPECT_EQ(parse_schedule_text(to_text(schedule)), schedule);
+}
+
+TEST(SerializeTest, TokensUseLocalSlots) {
+  Placement placement = Placement::bidirectional(4);
+  EXPECT_EQ(to_token(Op::forward_backward(1, 1, 3, 0, 2, 1), 2, placement), "FB1.3/0.1");
+  EXPECT_EQ(to_token(Op::backward(0, 2, 5, true), 2, placement), "B0.5z");
+  EXPECT_EQ(to_token(Op::recv_grad(1, 2, 0, 1), 2, placement), "rB1.0@1");
+  EXPECT_EQ(parse_token("rB1.0@1", 2, placement), Op::recv_grad(1, 2, 0, 1));
+  EXPECT_EQ(parse_token("sF0.4@3", 2, placement), Op::send_activation(0, 2, 4, 3));
+  EXPECT_EQ(parse_token("W1.7", 0, placement), Op::weight(1, 3, 7));
+  EXPECT_THROW(to_token(Op::forward(0, 1, 0), 2, placement), std::invalid_argument);
+}
+
+void expect_invalid(const std::string& text, const std::vector<std::string>& fragments) {
+  try {
+    parse_schedule_json(text);
+    FAIL() << "expected std::invalid_argument for " << text;
+  } catch (const std::invalid_argument& e) {
+    for (const std::string& fragment : fragments) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos)
+          << "\"" << e.what() << "\" lacks \"" << fragment << "\"";
+    }
+  }
+}
+
+TEST(SerializeTest, MalformedJsonNamesRankPositionAndToken) {
+  expect_invalid(R"({"schedule":"1f1b","pp":2,"chunks":1,"ranks":[["F0.0"],["F0.0","X1"]]})",
+                 {"rank 1", "token 1", "\"X1\""});
+  expect_invalid(R"({"schedule":"1f1b","pp":2,"chunks":1,"ranks":[["F0.0","|","F1.0"],[]]})",
+                 {"rank 0", "token 2", "F1.0", "slot 1"});
+  expect_invalid(R"({"schedule":"1f1b","pp":2,"chunks":1,"ranks":[["sF0.0@5"],[]]})",
+                 {"rank 0", "token 0", "sF0.0@5", "peer"});
+  expect_invalid(R"({"schedule":"1f1b","pp":2,"chunks":1,"ranks":[["F0.0z"],[]]})",
+                 {"rank 0", "token 0", "F0.0z"});
+  expect_invalid(R"({"schedule":"1f1b","pp":2,"chunks":1,"ranks":[["rF0.0@1"],[]]})",
+                 {"rank 0", "rF0.0@1", "previous"});
+  expect_invalid(R"({"schedule":"1f1b","pp":2,"chunks":1,"ranks":[[]]})", {"ranks"});
+  expect_invalid(R"({"schedule":"1f1b","pp":2,"chunks":1)", {"JSON"});
+  expect_invalid(R"({"schedule":"1f1b","chunks":1,"ranks":[]})", {"pp"});
+  expect_invalid(R"({"schedule":"1f1b","pp":"two","chunks":1,"ranks":[]})", {"JSON"});
+  expect_invalid(R"({"schedule":"1f1b","pp":1,"chunks":1,"ranks":[[3]]})", {"rank 0", "token 0"});
+}
+
+TEST(SerializeTest, MalformedTextNamesRankPositionAndToken) {
+  Schedule schedule = build_schedule("1f1b", 2, 2);
+  std::string text = to_text(schedule);
+  std::string broken = text;
+  const std::size_t first_token = broken.find("rank 1: ") + 8;
+  broken.replace(first_token, broken.find(' ', first_token) - first_token, "Q0.0");
+  try {
+    parse_schedule_text(broken);
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("rank 1, token 0 \"Q0.0\""), std::string::npos) << what;
+  }
+  EXPECT_THROW(parse_schedule_text("schedule x\nnum_ranks two\n"), std::invalid_argument);
+  EXPECT_THROW(parse_schedule_text(text + "rank 2: F0.0\n"), std::invalid_argument);
+  EXPECT_THROW(parse_schedule_text(text.substr(0, text.find("rank 1"))), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace dualpipe::schedule
