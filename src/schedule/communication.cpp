@@ -1,7 +1,6 @@
 #include "dualpipe/schedule/communication.h"
 
 #include <algorithm>
-#include <map>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -59,6 +58,16 @@ void insert_communication(Schedule& schedule) {
                                 " programs for num_ranks=" + std::to_string(num_ranks));
   }
 
+  // Placement::at() checks its arguments; the pass looks ranks up once per op, so it uses a
+  // plain table after validating each op's stage once.
+  std::vector<int> rank_table(static_cast<std::size_t>(num_directions) * num_stages);
+  for (int d = 0; d < num_directions; ++d) {
+    for (int s = 0; s < num_stages; ++s) rank_table[d * num_stages + s] = placement.rank_of(d, s);
+  }
+  auto rank_of = [&](int direction, int stage) {
+    return rank_table[direction * num_stages + stage];
+  };
+
   // Validate what the pass relies on and size the tables.
   int max_microbatch = -1;
   auto check_stage = [&](int rank, std::size_t i, const Op& op, int direction, int stage,
@@ -67,9 +76,9 @@ void insert_communication(Schedule& schedule) {
         microbatch < 0) {
       fail(rank, i, op, "no such stage instance or micro-batch");
     }
-    if (placement.rank_of(direction, stage) != rank) {
+    if (rank_of(direction, stage) != rank) {
       fail(rank, i, op,
-           "stage instance lives on rank " + std::to_string(placement.rank_of(direction, stage)));
+           "stage instance lives on rank " + std::to_string(rank_of(direction, stage)));
     }
     max_microbatch = std::max(max_microbatch, microbatch);
   };
@@ -89,14 +98,14 @@ void insert_communication(Schedule& schedule) {
   // What each compute op consumes from another rank (at most one activation and one gradient)
   // and produces for another rank, as (item, peer).
   auto consumed_activation = [&](int direction, int stage, int microbatch, int rank, Item* item) {
-    if (stage == 0 || placement.rank_of(direction, stage - 1) == rank) return -1;
+    if (stage == 0 || rank_of(direction, stage - 1) == rank) return -1;
     *item = Item{false, direction, stage - 1, microbatch};
-    return placement.rank_of(direction, stage - 1);
+    return rank_of(direction, stage - 1);
   };
   auto consumed_grad = [&](int direction, int stage, int microbatch, int rank, Item* item) {
-    if (stage == num_stages - 1 || placement.rank_of(direction, stage + 1) == rank) return -1;
+    if (stage == num_stages - 1 || rank_of(direction, stage + 1) == rank) return -1;
     *item = Item{true, direction, stage + 1, microbatch};
-    return placement.rank_of(direction, stage + 1);
+    return rank_of(direction, stage + 1);
   };
 
   // Pass 1: consumers. Only the first consumer counts (a valid schedule has exactly one).
@@ -125,12 +134,12 @@ void insert_communication(Schedule& schedule) {
   auto for_each_send = [&](int rank, const Op& op, auto&& emit) {
     auto activation = [&](int direction, int stage, int microbatch) {
       if (stage == num_stages - 1) return;
-      int peer = placement.rank_of(direction, stage + 1);
+      int peer = rank_of(direction, stage + 1);
       if (peer != rank) emit(Item{false, direction, stage, microbatch}, peer);
     };
     auto grad = [&](int direction, int stage, int microbatch) {
       if (stage == 0) return;
-      int peer = placement.rank_of(direction, stage - 1);
+      int peer = rank_of(direction, stage - 1);
       if (peer != rank) emit(Item{true, direction, stage, microbatch}, peer);
     };
     if (op.kind == OpKind::kForward || op.kind == OpKind::kForwardBackward) {
@@ -142,61 +151,87 @@ void insert_communication(Schedule& schedule) {
     }
   };
 
-  // Pass 2: channel contents (sender, receiver) in the sender's order.
-  std::map<std::pair<int, int>, std::vector<Item>> channels;
+  // Pass 2: channel contents in the sender's order. A rank talks to few peers (at most four
+  // in every schedule here), so each sender keeps a short list of channels searched linearly.
+  struct Channel {
+    int receiver;
+    std::vector<Item> items;
+  };
+  std::vector<std::vector<Channel>> channels(num_ranks);  // channels[sender]
   for (int rank = 0; rank < num_ranks; ++rank) {
+    std::vector<Channel>& out = channels[rank];
     for (const Op& op : schedule.programs[rank]) {
       for_each_send(rank, op, [&](const Item& item, int peer) {
-        channels[{rank, peer}].push_back(item);
+        for (Channel& channel : out) {
+          if (channel.receiver == peer) {
+            channel.items.push_back(item);
+            return;
+          }
+        }
+        out.push_back(Channel{peer, {item}});
       });
     }
+    std::sort(out.begin(), out.end(),
+              [](const Channel& a, const Channel& b) { return a.receiver < b.receiver; });
   }
 
   // Pass 3: receives. Walking each channel backwards gives the suffix minimum of consumer
   // positions: receive j must precede its own consumer and, because the channel is FIFO, every
   // later item's receive, hence every later item's consumer. Channels are visited by sender,
   // so a stable bucket order puts receives before one op by peer, then channel order.
-  struct PlacedRecv {
-    int position;
-    Op op;
+  // NOTE: the output is tens of MB for large schedules; the intermediates stay small (8 bytes
+  // per receive) because memory traffic, not arithmetic, bounds this pass.
+  struct RecvRef {
+    const Channel* channel;
+    int item;
   };
-  std::vector<std::vector<PlacedRecv>> placed(num_ranks);
-  std::vector<int> position;
-  for (const auto& [ends, items] : channels) {
-    const int sender = ends.first;
-    const int receiver = ends.second;
-    position.resize(items.size());
-    int earliest = static_cast<int>(schedule.programs[receiver].size());
-    for (std::size_t j = items.size(); j-- > 0;) {
-      int consumer = index.consumer(items[j]);
-      if (consumer >= 0) earliest = std::min(earliest, consumer);
-      position[j] = earliest;
-    }
-    for (std::size_t j = 0; j < items.size(); ++j) {
-      const Item& item = items[j];
-      placed[receiver].push_back(
-          {position[j],
-           item.is_grad
-               ? Op::recv_grad(item.direction, item.stage, item.microbatch, sender)
-               : Op::recv_activation(item.direction, item.stage, item.microbatch, sender)});
+  std::vector<std::vector<int>> positions(num_ranks);  // per receiver, in visiting order
+  std::vector<std::vector<RecvRef>> refs(num_ranks);
+  for (int sender = 0; sender < num_ranks; ++sender) {
+    for (const Channel& channel : channels[sender]) {
+      const int receiver = channel.receiver;
+      const std::vector<Item>& items = channel.items;
+      std::vector<int>& position = positions[receiver];
+      const std::size_t base = position.size();
+      position.resize(base + items.size());
+      int earliest = static_cast<int>(schedule.programs[receiver].size());
+      for (std::size_t j = items.size(); j-- > 0;) {
+        int consumer = index.consumer(items[j]);
+        if (consumer >= 0) earliest = std::min(earliest, consumer);
+        position[base + j] = earliest;
+      }
+      for (std::size_t j = 0; j < items.size(); ++j) {
+        refs[receiver].push_back({&channel, static_cast<int>(j)});
+      }
     }
   }
 
   for (int rank = 0; rank < num_ranks; ++rank) {
     const Program& compute = schedule.programs[rank];
+    const std::vector<int>& position = positions[rank];
     // Stable counting sort of the receives by position (linear, unlike a comparison sort).
     std::vector<int> first(compute.size() + 2, 0);
-    for (const PlacedRecv& r : placed[rank]) ++first[r.position + 1];
+    for (int p : position) ++first[p + 1];
     for (std::size_t i = 1; i < first.size(); ++i) first[i] += first[i - 1];
-    std::vector<const Op*> sorted(placed[rank].size());
+    std::vector<int> sorted(position.size());
     {
       std::vector<int> next(first.begin(), first.end() - 1);
-      for (const PlacedRecv& r : placed[rank]) sorted[next[r.position]++] = &r.op;
+      for (std::size_t k = 0; k < position.size(); ++k) sorted[next[position[k]]++] = k;
     }
+    std::size_t num_sends = 0;
+    for (const Op& op : compute) for_each_send(rank, op, [&](const Item&, int) { ++num_sends; });
     Program full;
-    full.reserve(compute.size() + placed[rank].size() * 2);
+    full.reserve(compute.size() + position.size() + num_sends);
     auto emit_recvs = [&](std::size_t i) {
-      for (int k = first[i]; k < first[i + 1]; ++k) full.push_back(*sorted[k]);
+      for (int k = first[i]; k < first[i + 1]; ++k) {
+        const RecvRef& ref = refs[rank][sorted[k]];
+        const Item& item = ref.channel->items[ref.item];
+        const int sender = rank_of(item.direction, item.stage);
+        full.push_back(
+            item.is_grad
+                ? Op::recv_grad(item.direction, item.stage, item.microbatch, sender)
+                : Op::recv_activation(item.direction, item.stage, item.microbatch, sender));
+      }
     };
     for (std::size_t i = 0; i < compute.size(); ++i) {
       emit_recvs(i);

@@ -19,6 +19,7 @@ Schedule build_dualpipe(int num_ranks, int num_microbatches) {
   }
   Schedule schedule{"dualpipe", num_microbatches, Placement::bidirectional(num_ranks), {}};
   schedule.programs.resize(num_ranks);
+  for (Program& program : schedule.programs) program.reserve(num_microbatches * 3);
 
   const int num_half_ranks = num_ranks / 2;
   const int half_num_chunks = num_microbatches / 2;

@@ -20,6 +20,7 @@ Schedule build_dualpipev(int num_ranks, int num_microbatches) {
   }
   Schedule schedule{"dualpipev", num_microbatches, Placement::v_shape(num_ranks), {}};
   schedule.programs.resize(num_ranks);
+  for (Program& program : schedule.programs) program.reserve(num_microbatches * 4);
 
   for (int rank = 0; rank < num_ranks; ++rank) {
     const bool is_last_rank = rank == num_ranks - 1;

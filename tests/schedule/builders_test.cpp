@@ -11,6 +11,7 @@
 
 #include "dualpipe/schedule/communication.h"
 #include "dualpipe/schedule/registry.h"
+#include "dualpipe/schedule/validator.h"
 
 namespace dualpipe::schedule {
 namespace {
@@ -124,6 +125,14 @@ TEST_P(AcceptedSizeTest, ChannelsAreFifoMatched) {
     }
   }
   EXPECT_EQ(sent, received);
+}
+
+// The full rule set (FIFO channels, receives before consumers, no deadlock) from the validator.
+TEST_P(AcceptedSizeTest, Validates) {
+  const Size& size = GetParam();
+  Schedule schedule = build_schedule(size.name, size.num_ranks, size.num_microbatches);
+  std::vector<ValidationError> problems = find_problems(schedule, 5);
+  for (const ValidationError& problem : problems) ADD_FAILURE() << to_string(problem);
 }
 
 INSTANTIATE_TEST_SUITE_P(Builders, AcceptedSizeTest, testing::ValuesIn(accepted_sizes()),
