@@ -205,14 +205,17 @@ TEST(CommunicationTest, RejectsCommunicationInInput) {
   EXPECT_THROW(insert_communication(schedule), std::invalid_argument);
 }
 
-// Linear-time builders: a large DualPipe builds quickly (a loose bound; tests never assert on
-// tight timings).
+// A large DualPipe builds (the pass is linear; the time is printed, not asserted: tests never
+// assert on timings).
 TEST(BuilderScaleTest, LargeDualPipeBuilds) {
   auto start = std::chrono::steady_clock::now();
   Schedule schedule = build_schedule("dualpipe", 64, 4096);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  EXPECT_EQ(schedule.programs.size(), 64u);
-  EXPECT_LT(seconds, 2.0);
+  ASSERT_EQ(schedule.programs.size(), 64u);
+  // Per rank: 2048 forwards and 2048 backwards per direction-half, as compute ops.
+  std::size_t compute = 0;
+  for (const Op& op : schedule.programs[0]) compute += op.is_compute() ? 1 : 0;
+  EXPECT_GT(compute, 4096u);
   std::cout << "dualpipe R=64 M=4096 built in " << seconds << " s\n";
 }
 
