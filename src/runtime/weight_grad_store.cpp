@@ -1,0 +1,60 @@
+#include "dualpipe/runtime/weight_grad_store.h"
+
+#include <stdexcept>
+#include <utility>
+
+namespace dualpipe::runtime {
+namespace {
+
+// NOTE: per-thread, scoped by DeferWeightGradGuard (see the header): not shared state between
+// pipelines or ranks; each executor thread sees only the store it set itself.
+thread_local WeightGradStore* tls_store = nullptr;
+
+}  // namespace
+
+void WeightGradStore::begin_group() {
+  if (open_) throw std::logic_error("WeightGradStore::begin_group: a group is already open");
+  open_ = true;
+  current_.clear();
+}
+
+void WeightGradStore::push(Closure closure) {
+  if (!open_) throw std::logic_error("WeightGradStore::push outside begin_group/end_group");
+  current_.push_back(std::move(closure));
+}
+
+void WeightGradStore::end_group() {
+  if (!open_) throw std::logic_error("WeightGradStore::end_group without begin_group");
+  queue_.push_back(std::move(current_));
+  current_.clear();
+  open_ = false;
+}
+
+void WeightGradStore::pop_and_run() {
+  if (queue_.empty()) {
+    throw std::logic_error("WeightGradStore::pop_and_run: no deferred weight gradients queued");
+  }
+  std::vector<Closure> group = std::move(queue_.front());
+  queue_.pop_front();
+  for (Closure& closure : group) closure();
+}
+
+void WeightGradStore::clear() {
+  queue_.clear();
+  current_.clear();
+  open_ = false;
+}
+
+DeferWeightGradGuard::DeferWeightGradGuard(WeightGradStore* store) : previous_(tls_store) {
+  tls_store = store;
+}
+
+DeferWeightGradGuard::~DeferWeightGradGuard() {
+  tls_store = previous_;
+}
+
+WeightGradStore* DeferWeightGradGuard::current() {
+  return tls_store;
+}
+
+}  // namespace dualpipe::runtime
