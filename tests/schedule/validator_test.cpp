@@ -3,10 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <map>
+#include <ostream>
 #include <random>
 #include <string>
 #include <tuple>
 #include <vector>
+
+#include "dualpipe/schedule/registry.h"
 
 namespace dualpipe::schedule {
 namespace {
@@ -309,6 +314,7 @@ struct MutationCounts {
   int swaps = 0;       // receive/compute, compute/send and F/B swaps
   int weights_moved = 0;
   int send_swaps = 0;
+  int fifo_swaps = 0;  // swaps that break only the channel order
 };
 
 void check_mutations_rejected(const Schedule& valid, MutationCounts* counts,
@@ -445,6 +451,52 @@ void check_mutations_rejected(const Schedule& valid, MutationCounts* counts,
       break;  // one per rank keeps the test fast
     }
   }
+  // Swap two sends (or two receives) of one channel where every compute op still finds its
+  // input and every send follows its compute: only FIFO channel matching is broken.
+  for (int r = 0; r < num_ranks; ++r) {
+    const Program& p = valid.programs[r];
+    // Position of the forward (false) or backward (true) of (d, s, m) on this rank.
+    std::map<std::tuple<bool, int, int, int>, int> compute_at;
+    for (int i = 0; i < static_cast<int>(p.size()); ++i) {
+      const Op& op = p[i];
+      if (op.kind == OpKind::kForward || op.kind == OpKind::kForwardBackward) {
+        compute_at[{false, op.direction, op.stage, op.microbatch}] = i;
+      }
+      if (op.kind == OpKind::kBackward)
+        compute_at[{true, op.direction, op.stage, op.microbatch}] = i;
+      if (op.kind == OpKind::kForwardBackward) {
+        compute_at[{true, op.backward_direction, op.backward_stage, op.backward_microbatch}] = i;
+      }
+    }
+    // Where the item of comm op `op` is produced (send) or consumed (receive) on this rank.
+    auto compute_of = [&](const Op& op) {
+      const bool activation =
+          op.kind == OpKind::kSendActivation || op.kind == OpKind::kRecvActivation;
+      const int stage = op.is_send() ? op.stage : op.stage + (activation ? 1 : -1);
+      return compute_at.at({!activation, op.direction, stage, op.microbatch});
+    };
+    int fifo_swaps_here = 0;
+    for (int i = 0; i < static_cast<int>(p.size()) && fifo_swaps_here < 3; ++i) {
+      if (!p[i].is_communication()) continue;
+      int j = i + 1;
+      while (j < static_cast<int>(p.size()) &&
+             !(p[j].is_communication() && p[j].is_send() == p[i].is_send() &&
+               p[j].peer == p[i].peer)) {
+        ++j;
+      }
+      if (j == static_cast<int>(p.size())) continue;
+      const bool only_fifo = p[i].is_send() ? compute_of(p[j]) < i : compute_of(p[i]) > j;
+      if (!only_fifo) continue;
+      Schedule m = valid;
+      std::swap(m.programs[r][i], m.programs[r][j]);
+      const std::string what =
+          "swapping " + describe(p[i]) + " and " + describe(p[j]) + " on rank " + std::to_string(r);
+      expect_invalid(m, what, &counts->fifo_swaps);
+      EXPECT_NE(first_message(m).find("channel"), std::string::npos)
+          << what << ": " << first_message(m);
+      ++fifo_swaps_here;
+    }
+  }
 }
 
 class Mutated1F1BTest : public ::testing::TestWithParam<std::tuple<int, int, bool>> {};
@@ -462,6 +514,93 @@ TEST_P(Mutated1F1BTest, EveryBreakingMutationIsRejected) {
 INSTANTIATE_TEST_SUITE_P(Sizes, Mutated1F1BTest,
                          ::testing::Combine(::testing::Values(1, 2, 3, 4), ::testing::Values(1, 5),
                                             ::testing::Bool()));
+
+// ---- Every builder's output. ----
+
+struct BuilderCase {
+  std::string name;
+  int num_ranks;
+  int num_microbatches;
+};
+
+void PrintTo(const BuilderCase& c, std::ostream* out) {
+  *out << c.name << " num_ranks=" << c.num_ranks << " num_microbatches=" << c.num_microbatches;
+}
+
+std::string case_name(const ::testing::TestParamInfo<BuilderCase>& info) {
+  std::string name = info.param.name + "_r" + std::to_string(info.param.num_ranks) + "_m" +
+                     std::to_string(info.param.num_microbatches);
+  return name;
+}
+
+std::vector<BuilderCase> builder_cases() {
+  std::vector<BuilderCase> cases;
+  auto add = [&](const std::string& name, int r, int m) {
+    for (const BuilderCase& c : cases) {
+      if (c.name == name && c.num_ranks == r && c.num_microbatches == m) return;
+    }
+    cases.push_back({name, r, m});
+  };
+  for (int r : {2, 4, 6, 8}) {
+    for (int c : {2 * r, 2 * r + 2, 3 * r, 4 * r + 6}) add("dualpipe", r, c);
+  }
+  for (int r : {1, 2, 3, 4, 5, 8}) {
+    for (int m : {2 * r, 2 * r + 1, 3 * r + 2, 5 * r}) add("dualpipev", r, m);
+  }
+  for (const char* name : {"1f1b", "zb1p", "gpipe"}) {
+    for (int r : {1, 2, 3, 4, 7}) {
+      for (int m : {1, r, 2 * r + 1, 4 * r}) add(name, r, m);
+    }
+  }
+  return cases;
+}
+
+class BuilderOutputTest : public ::testing::TestWithParam<BuilderCase> {};
+
+TEST_P(BuilderOutputTest, Validates) {
+  const BuilderCase& c = GetParam();
+  const Schedule schedule = build_schedule(c.name, c.num_ranks, c.num_microbatches);
+  const std::vector<ValidationError> problems = find_problems(schedule);
+  EXPECT_TRUE(problems.empty()) << problems.size()
+                                << " problems, first: " << to_string(problems.front());
+}
+
+INSTANTIATE_TEST_SUITE_P(Builders, BuilderOutputTest, ::testing::ValuesIn(builder_cases()),
+                         case_name);
+
+class MutatedBuilderTest : public ::testing::TestWithParam<BuilderCase> {};
+
+TEST_P(MutatedBuilderTest, EveryBreakingMutationIsRejected) {
+  const BuilderCase& c = GetParam();
+  MutationCounts counts;
+  check_mutations_rejected(build_schedule(c.name, c.num_ranks, c.num_microbatches), &counts, 150);
+  EXPECT_GT(counts.positional, 0);
+  // One rank has no communication to swap, and DualPipeV's single rank fuses F and B into FB.
+  EXPECT_EQ(counts.swaps > 0, c.num_ranks > 1);
+  EXPECT_EQ(counts.weights_moved > 0,
+            c.name == "zb1p" || c.name == "dualpipe" || c.name == "dualpipev");
+  EXPECT_EQ(counts.send_swaps > 0, c.num_ranks > 1);
+  // DualPipe's receives run ahead of their consumers, so some swaps break only FIFO order.
+  if (c.num_ranks > 1 && (c.name == "dualpipe" || c.name == "dualpipev")) {
+    EXPECT_GT(counts.fifo_swaps, 0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Builders, MutatedBuilderTest,
+    ::testing::Values(BuilderCase{"dualpipe", 2, 4}, BuilderCase{"dualpipe", 4, 16},
+                      BuilderCase{"dualpipe", 6, 20}, BuilderCase{"dualpipev", 1, 3},
+                      BuilderCase{"dualpipev", 3, 8}, BuilderCase{"dualpipev", 4, 11},
+                      BuilderCase{"1f1b", 4, 6}, BuilderCase{"zb1p", 3, 7},
+                      BuilderCase{"gpipe", 3, 5}),
+    case_name);
+
+// The validator runs on full-size schedules (linear time); this keeps a large one in the suite.
+TEST(ValidatorTest, AcceptsLargeDualPipe) {
+  const Schedule schedule = build_schedule("dualpipe", 32, 1024);
+  const std::vector<ValidationError> problems = find_problems(schedule);
+  EXPECT_TRUE(problems.empty()) << to_string(problems.front());
+}
 
 }  // namespace
 }  // namespace dualpipe::schedule
