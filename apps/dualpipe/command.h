@@ -14,5 +14,6 @@ struct Command {
 };
 
 Command add_eplb_command(CLI::App& app);
+Command add_sim_command(CLI::App& app);
 
 }  // namespace dualpipe::cli

@@ -210,10 +210,15 @@ class Simulation {
           now_[r] = ready + duration;
           if (op.kind == OpKind::kForward || op.kind == OpKind::kForwardBackward) {
             forward_done_[index_.unit(op.direction, op.stage, op.microbatch)] = 1;
-            out.peak_activations = std::max(out.peak_activations, ++live_[r]);
           }
           if (op.kind == OpKind::kBackward || op.kind == OpKind::kForwardBackward) {
             backward_done_[index_.unit(bd, bs, bm)] = 1;
+          }
+          // NOTE: counted between ops, so an FB (one forward in, one backward out) leaves the
+          // count as it was.
+          if (op.kind == OpKind::kForward) {
+            out.peak_activations = std::max(out.peak_activations, ++live_[r]);
+          } else if (op.kind == OpKind::kBackward) {
             --live_[r];
           }
           break;

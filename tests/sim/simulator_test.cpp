@@ -116,5 +116,23 @@ TEST(Simulator, DeferredBackwardCostsBMinusW) {
   EXPECT_DOUBLE_EQ(result.ranks[0].busy, 4);
 }
 
+TEST(Simulator, ForwardBackwardPairCostsFbAndKeepsTheActivationCount) {
+  Schedule s;
+  s.name = "one-rank-fb";
+  s.num_microbatches = 2;
+  s.placement = Placement::bidirectional(1);
+  s.programs = {
+      {Op::forward(0, 0, 0), Op::forward_backward(1, 0, 0, 0, 0, 0), Op::backward(1, 0, 0)}};
+  CostModel costs;
+  costs.forward_backward = 2.5;
+  SimResult result = simulate(s, costs);
+  ASSERT_EQ(result.ranks[0].timeline.size(), 3u);
+  EXPECT_DOUBLE_EQ(result.ranks[0].timeline[1].start, 1);
+  EXPECT_DOUBLE_EQ(result.ranks[0].timeline[1].end, 3.5);
+  EXPECT_DOUBLE_EQ(result.makespan, 5.5);
+  EXPECT_EQ(result.ranks[0].peak_activations, 1);
+  EXPECT_EQ(result.ranks[0].parameter_copies, 2);
+}
+
 }  // namespace
 }  // namespace dualpipe::sim

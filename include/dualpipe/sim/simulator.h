@@ -37,8 +37,11 @@ struct RankResult {
   double busy = 0.0;              // sum of compute op durations
   double bubble = 0.0;            // makespan - busy (see the file comment)
   // Most stage-instance micro-batches (direction, stage, microbatch) on this rank whose forward
-  // has run and whose backward (B or Bz) has not, counted in program order. An FB adds its
-  // forward before it removes its backward.
+  // has run and whose backward (B or Bz; the W that may follow does not count) has not, counted
+  // between ops in program order. An FB pair is one op: it ends one micro-batch's backward as
+  // it ends another's forward, so it leaves the count unchanged. With this count DualPipe peaks
+  // at PP+1 on its two middle ranks (PP elsewhere) and DualPipeV at 2*ranks+1 on its last rank,
+  // the "activation PP+1" of the DualPipe paper.
   int peak_activations = 0;
   int parameter_copies = 0;  // stage modules the rank holds (Placement::num_slots)
 };
