@@ -10,6 +10,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev libfmt-dev
   fortunes fortunes-min
   clang-format
+  librsvg2-bin  # rsvg-convert: look at the SVG timelines of `dualpipe sim --svg` as PNG
 )
 
 missing=()
