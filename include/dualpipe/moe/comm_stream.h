@@ -1,0 +1,95 @@
+#pragma once
+// Where the MoE layer's all-to-alls run: asynchronous c10d work that the compute thread waits for
+// only when it needs the received data.
+//
+// NOTE: on CPU the work runs on the Gloo communicator's worker thread while the calling thread
+// keeps computing. On CUDA (NCCL) ProcessGroupNCCL already enqueues each collective on its own
+// NCCL stream, ordered after the current compute stream, and Work::wait() only makes the current
+// stream wait on it; so the same code gives "communication on its own stream" there, and wait()
+// does not block the CPU. Every rank of the communicator must post the same sequence of
+// all-to-alls (the MoE stages of one EP group run identical programs, which guarantees it).
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "dualpipe/runtime/torch_compat.h"
+#include "dualpipe/runtime/trace.h"
+
+namespace dualpipe::moe {
+
+struct CommStreamOptions {
+  // Emulated network time per token all-to-all: an all-to-all completes no earlier than this
+  // long after the link becomes free (the link carries one all-to-all at a time). Zero: off.
+  // Used by the benchmark to make communication cost real on a 2-core machine.
+  std::chrono::microseconds all_to_all_delay{0};
+  // Record a trace event (category "comm") for every all-to-all.
+  bool trace = false;
+};
+
+class CommStream;
+
+// An all-to-all in flight. Movable, not copyable; destroying it without wait() is allowed (the
+// work still completes; the tensors stay alive inside the c10d work).
+class PendingAllToAll {
+ public:
+  PendingAllToAll() = default;
+  bool valid() const { return stream_ != nullptr; }
+  // Blocks until the received rows are complete (CPU) or the current CUDA stream is ordered after
+  // them, then returns them. Throws std::runtime_error (naming the all-to-all) on a failed or
+  // timed-out collective. Call once.
+  at::Tensor wait();
+
+ private:
+  friend class CommStream;
+  CommStream* stream_ = nullptr;
+  runtime::WorkPtr work_;
+  at::Tensor output_;
+  std::string name_;
+  std::int64_t start_us_ = 0;
+  std::int64_t ready_us_ = 0;  // emulated completion time (0: none)
+  std::shared_ptr<std::atomic<std::int64_t>> done_us_;
+};
+
+class CommStream {
+ public:
+  // `comm` may be null: a one-rank group whose all-to-alls are identities (no communication).
+  explicit CommStream(runtime::CommunicatorPtr comm, CommStreamOptions options = {});
+
+  int rank() const { return comm_ ? comm_->getRank() : 0; }
+  int size() const { return comm_ ? comm_->getSize() : 1; }
+
+  // Posts an all-to-all of the rows of `input` ([rows, ...], contiguous): the first
+  // send_splits[0] rows go to rank 0, and so on; recv_splits[r] rows arrive from rank r. Does not
+  // block. `name` labels errors and trace events.
+  PendingAllToAll all_to_all(const at::Tensor& input, const std::vector<int64_t>& send_splits,
+                             const std::vector<int64_t>& recv_splits, std::string name);
+
+  // Exchanges token counts: `send_counts` has size()*k entries, entries [r*k, (r+1)*k) go to rank
+  // r; returns size()*k entries, [r*k, (r+1)*k) from rank r. Blocking collective on every rank.
+  // Not delayed (it carries metadata, not tokens).
+  std::vector<int64_t> exchange_counts(const std::vector<int64_t>& send_counts);
+
+  // The all-to-alls recorded so far (category "comm"; start = post, end = completion), for
+  // merging into the rank's Chrome trace. Thread-safe.
+  std::vector<runtime::TraceEvent> trace_events() const;
+  void clear_trace_events();
+
+  const CommStreamOptions& options() const { return options_; }
+
+ private:
+  friend class PendingAllToAll;
+  void record(const std::string& name, std::int64_t start_us, std::int64_t end_us);
+
+  runtime::CommunicatorPtr comm_;
+  CommStreamOptions options_;
+  std::int64_t link_free_us_ = 0;
+  mutable std::mutex mutex_;
+  std::vector<runtime::TraceEvent> events_;
+};
+
+}  // namespace dualpipe::moe
