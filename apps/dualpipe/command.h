@@ -14,6 +14,7 @@ struct Command {
 };
 
 Command add_eplb_command(CLI::App& app);
+Command add_launch_command(CLI::App& app);
 Command add_sim_command(CLI::App& app);
 
 }  // namespace dualpipe::cli

@@ -1,0 +1,36 @@
+#pragma once
+// Joining the job: the rendezvous store (c10d TCPStore) and the world communicator.
+
+#include <chrono>
+#include <torch/csrc/distributed/c10d/Store.hpp>
+
+#include "dualpipe/runtime/distributed_env.h"
+#include "dualpipe/runtime/process_group.h"
+#include "dualpipe/runtime/torch_compat.h"
+
+namespace dualpipe::runtime {
+
+struct DistributedContext {
+  DistributedEnv env;
+  // The store every later group is created over (through a c10d::PrefixStore of its own).
+  c10::intrusive_ptr<c10d::Store> store;
+  // All ranks, in rank order.
+  CommunicatorPtr world;
+  // What the communicators were created with (timeout already resolved from env.timeout).
+  CommunicatorOptions options;
+};
+
+// Joins the job described by `env` (see detect_distributed_env). Blocking: every rank of the
+// world must call it. Rank 0 serves a TCPStore on env.master_port (all others connect to
+// env.master_addr:env.master_port); a world of one uses an in-process store and opens no socket.
+// When env.master_addr is a loopback address the Gloo transport binds to 127.0.0.1, otherwise
+// to this host's name (options.hostname is used when it is not the loopback default).
+// env.timeout, when set, replaces options.timeout. Every wait gives up after that timeout:
+// throws std::runtime_error naming this rank, how many ranks joined and which are missing.
+DistributedContext init_distributed(const DistributedEnv& env,
+                                    const CommunicatorOptions& options = {});
+
+// Same, reading the process environment.
+DistributedContext init_distributed(const CommunicatorOptions& options = {});
+
+}  // namespace dualpipe::runtime

@@ -1,0 +1,193 @@
+// The launcher on real processes: launch_local over shell commands, and `dualpipe launch` over
+// tests/runtime/launch_worker.cpp (init_distributed + Gloo collectives).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "dualpipe/runtime/launcher.h"
+
+namespace dualpipe::runtime {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Result {
+  int exit_code = -1;
+  std::string output;
+  double seconds = 0;
+};
+
+// Runs a shell command line, capturing stdout and stderr together.
+Result run(const std::string& command) {
+  Result result;
+  const auto start = Clock::now();
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return result;
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return result;
+}
+
+// Runs launch_local with its output sent to a temporary file, returns (exit code, output).
+std::pair<int, std::string> launch_captured(LaunchOptions options) {
+  FILE* file = std::tmpfile();
+  options.stdout_fd = ::fileno(file);
+  options.stderr_fd = ::fileno(file);
+  const int code = launch_local(options);
+  std::rewind(file);
+  std::string output;
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, file)) > 0) output.append(buffer, n);
+  std::fclose(file);
+  return {code, output};
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+TEST(LaunchLocalTest, PrefixesEveryLineAndSetsTheEnvironment) {
+  LaunchOptions options;
+  options.num_ranks = 3;
+  options.master_port = 23456;
+  options.command = {"/bin/sh", "-c",
+                     "echo \"env $RANK/$WORLD_SIZE $LOCAL_RANK/$LOCAL_WORLD_SIZE $MASTER_ADDR "
+                     "$MASTER_PORT $OMP_NUM_THREADS $DUALPIPE_LAUNCHED\"; printf 'two\\nparts'; "
+                     "echo err >&2"};
+  const auto [code, output] = launch_captured(options);
+  EXPECT_EQ(code, 0) << output;
+  for (int k = 0; k < 3; ++k) {
+    const std::string prefix = "[rank " + std::to_string(k) + "] ";
+    EXPECT_TRUE(contains(output, prefix + "env " + std::to_string(k) + "/3 " + std::to_string(k) +
+                                     "/3 127.0.0.1 23456 1 1\n"))
+        << output;
+    EXPECT_TRUE(contains(output, prefix + "two\n")) << output;
+    EXPECT_TRUE(contains(output, prefix + "parts\n")) << output;
+    EXPECT_TRUE(contains(output, prefix + "err\n")) << output;
+  }
+}
+
+TEST(LaunchLocalTest, PicksAFreePortAndExportsTheTimeout) {
+  LaunchOptions options;
+  options.num_ranks = 1;
+  options.timeout_s = 7;
+  options.command = {"/bin/sh", "-c", "echo port=$MASTER_PORT timeout=$DUALPIPE_TIMEOUT"};
+  const auto [code, output] = launch_captured(options);
+  EXPECT_EQ(code, 0);
+  EXPECT_FALSE(contains(output, "port=0 ")) << output;
+  EXPECT_TRUE(contains(output, "timeout=7")) << output;
+}
+
+TEST(LaunchLocalTest, FailingRankStopsTheOthers) {
+  LaunchOptions options;
+  options.num_ranks = 3;
+  options.grace_period = std::chrono::milliseconds(500);
+  // Rank 1 fails; ranks 0 and 2 would sleep for a minute; rank 2 ignores SIGTERM.
+  options.command = {"/bin/sh", "-c",
+                     "if [ $RANK = 1 ]; then sleep 0.2; exit 3; fi; "
+                     "if [ $RANK = 2 ]; then trap '' TERM; fi; sleep 60 & wait; sleep 60"};
+  const auto start = Clock::now();
+  const auto [code, output] = launch_captured(options);
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_EQ(code, 3) << output;
+  EXPECT_LT(seconds, 10) << output;
+  EXPECT_TRUE(contains(output, "rank 1 exited with status 3")) << output;
+  EXPECT_TRUE(contains(output, "SIGKILL")) << output;
+}
+
+TEST(LaunchLocalTest, ReportsASignal) {
+  LaunchOptions options;
+  options.num_ranks = 2;
+  options.command = {"/bin/sh", "-c", "if [ $RANK = 0 ]; then kill -9 $$; fi; sleep 60"};
+  const auto [code, output] = launch_captured(options);
+  EXPECT_EQ(code, 128 + 9) << output;
+  EXPECT_TRUE(contains(output, "rank 0 was killed by signal 9")) << output;
+}
+
+TEST(LaunchLocalTest, MissingProgram) {
+  LaunchOptions options;
+  options.num_ranks = 2;
+  options.command = {"/nonexistent/program"};
+  const auto [code, output] = launch_captured(options);
+  EXPECT_EQ(code, 127) << output;
+  EXPECT_TRUE(contains(output, "cannot execute")) << output;
+}
+
+TEST(LaunchLocalTest, RejectsBadOptions) {
+  LaunchOptions options;
+  options.num_ranks = 0;
+  options.command = {"true"};
+  EXPECT_THROW(launch_local(options), std::invalid_argument);
+  options.num_ranks = 1;
+  options.command.clear();
+  EXPECT_THROW(launch_local(options), std::invalid_argument);
+}
+
+TEST(LaunchCommandTest, ForwardsSigtermToTheRanks) {
+  const std::string cli = DUALPIPE_CLI_PATH;
+  const auto start = Clock::now();
+  // The launcher backgrounds itself under sh; sh sends it SIGTERM after a moment.
+  const Result result = run(cli +
+                            " launch -n 2 -- /bin/sh -c 'echo up; sleep 60' & pid=$!; "
+                            "sleep 1; kill -TERM $pid; wait $pid");
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_EQ(result.exit_code, 128 + SIGTERM) << result.output;
+  EXPECT_LT(seconds, 10) << result.output;
+  EXPECT_TRUE(contains(result.output, "forwarding")) << result.output;
+}
+
+std::string launch_worker(int num_ranks, const std::string& mode) {
+  return std::string(DUALPIPE_CLI_PATH) + " launch -n " + std::to_string(num_ranks) +
+         " --timeout 5 --grace 2 -- " + DUALPIPE_LAUNCH_WORKER_PATH + " " + mode;
+}
+
+TEST(LaunchCommandTest, WorkersAllreduce) {
+  const Result result = run(launch_worker(3, "allreduce"));
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  for (int k = 0; k < 3; ++k) {
+    const std::string prefix = "[rank " + std::to_string(k) + "] ";
+    EXPECT_TRUE(contains(result.output, prefix + "rank " + std::to_string(k) +
+                                            " of 3 joined via dualpipe launch, allreduce sum 6\n"))
+        << result.output;
+    EXPECT_TRUE(contains(result.output, prefix + "rank " + std::to_string(k) + " stderr line\n"))
+        << result.output;
+  }
+}
+
+TEST(LaunchCommandTest, RankExitingMidRunStopsTheJob) {
+  const Result result = run(launch_worker(3, "exit"));
+  EXPECT_EQ(result.exit_code, 3) << result.output;
+  EXPECT_LT(result.seconds, 20) << result.output;
+  EXPECT_TRUE(contains(result.output, "failed: rank 1 exited with status 3")) << result.output;
+}
+
+TEST(LaunchCommandTest, KilledRankIsReported) {
+  const Result result = run(launch_worker(3, "kill"));
+  EXPECT_EQ(result.exit_code, 128 + 9) << result.output;
+  EXPECT_LT(result.seconds, 20) << result.output;
+  EXPECT_TRUE(contains(result.output, "failed: rank 1 was killed by signal 9")) << result.output;
+}
+
+TEST(LaunchCommandTest, HungRankTimesOutTheOthers) {
+  const Result result = run(launch_worker(3, "hang"));
+  EXPECT_NE(result.exit_code, 0) << result.output;
+  EXPECT_LT(result.seconds, 25) << result.output;
+  // Rank 0 or 2 gives up after the 5 s timeout and fails first; the launcher then stops rank 1.
+  EXPECT_TRUE(contains(result.output, "failed: rank 0") ||
+              contains(result.output, "failed: rank 2"))
+      << result.output;
+}
+
+}  // namespace
+}  // namespace dualpipe::runtime
