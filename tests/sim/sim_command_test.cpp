@@ -1,0 +1,172 @@
+// `dualpipe sim` end to end: runs the built binary and checks exit codes and output.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct CliRun {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string temp_path(const std::string& name) {
+  return ::testing::TempDir() + "dualpipe_sim_cli_" + name;
+}
+
+CliRun run_sim(const std::string& args) {
+  const std::string out = temp_path("stdout"), err = temp_path("stderr");
+  std::string command = std::string(DUALPIPE_CLI_PATH) + " sim " + args + " >" + out + " 2>" + err;
+  int status = std::system(command.c_str());
+  CliRun run;
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  run.out = slurp(out);
+  run.err = slurp(err);
+  return run;
+}
+
+TEST(SimCommand, JsonHasTheDocumentedKeysAndThePaperBubble) {
+  CliRun run = run_sim("--format json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  nlohmann::json json = nlohmann::json::parse(run.out);
+  EXPECT_EQ(json.at("schedule"), "dualpipe");
+  EXPECT_EQ(json.at("ranks"), 8);
+  EXPECT_EQ(json.at("microbatches"), 20);
+  EXPECT_DOUBLE_EQ(json.at("makespan").get<double>(), 66);
+  ASSERT_EQ(json.at("per_rank").size(), 8u);
+  for (const auto& rank : json.at("per_rank")) {
+    EXPECT_DOUBLE_EQ(rank.at("bubble").get<double>(), 6) << rank;
+    EXPECT_DOUBLE_EQ(rank.at("busy").get<double>(), 60) << rank;
+    EXPECT_TRUE(rank.contains("rank"));
+    EXPECT_TRUE(rank.contains("peak_activations"));
+  }
+  EXPECT_EQ(json.at("per_rank")[3].at("peak_activations"), 9);
+}
+
+TEST(SimCommand, TableShowsFormulaBesideSimulatedBubble) {
+  CliRun run = run_sim("--schedule zb1p --ranks 4 --microbatches 8");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("(PP-1)(F+B-2W) = 3"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("max bubble 3"), std::string::npos) << run.out;
+}
+
+TEST(SimCommand, CompareJsonListsEverySchedule) {
+  CliRun run = run_sim(
+      "--compare dualpipe,dualpipev,1f1b,zb1p,gpipe --ranks 4 --microbatches 8 --format json "
+      "--costs FB=2.5");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  nlohmann::json json = nlohmann::json::parse(run.out);
+  ASSERT_EQ(json.at("schedules").size(), 5u);
+  EXPECT_EQ(json.at("schedules")[2].at("schedule"), "1f1b");
+  EXPECT_DOUBLE_EQ(json.at("schedules")[2].at("max_bubble").get<double>(), 9);
+  EXPECT_EQ(json.at("schedules")[4].at("peak_activations"), 8);  // GPipe holds all of them
+}
+
+TEST(SimCommand, OracleFormatMatchesTheReferenceComputeOrder) {
+  CliRun run = run_sim("--schedule dualpipe --ranks 4 --microbatches 8 --format oracle");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  nlohmann::json ours = nlohmann::json::parse(run.out);
+  nlohmann::json reference =
+      nlohmann::json::parse(slurp(std::string(DUALPIPE_ORACLE_DIR) + "/dualpipe_pp4_c8.json"));
+  ASSERT_EQ(ours.size(), reference.size());
+  for (const char* key : {"schedule", "pp", "chunks"}) EXPECT_EQ(ours.at(key), reference.at(key));
+  auto compute = [](const nlohmann::json& tokens) {
+    std::vector<std::string> kept;
+    for (const auto& token : tokens) {
+      std::string t = token;
+      if (t[0] == 'F' || t[0] == 'B' || t[0] == 'W') kept.push_back(t);
+    }
+    return kept;
+  };
+  ASSERT_EQ(ours.at("ranks").size(), 4u);
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_EQ(compute(ours.at("ranks")[r]), compute(reference.at("ranks")[r])) << "rank " << r;
+  }
+}
+
+TEST(SimCommand, SavedScheduleLoadsBackToTheSameResult) {
+  for (const char* file : {"saved.json", "saved.txt"}) {
+    const std::string path = temp_path(file);
+    CliRun first =
+        run_sim("--schedule dualpipev --ranks 3 --microbatches 7 --format json --save " + path);
+    ASSERT_EQ(first.exit_code, 0) << first.err;
+    CliRun second = run_sim("--schedule-file " + path + " --format json");
+    ASSERT_EQ(second.exit_code, 0) << second.err;
+    EXPECT_EQ(nlohmann::json::parse(first.out), nlohmann::json::parse(second.out)) << file;
+  }
+  // An oracle file loads too: its placement comes from its name.
+  CliRun oracle = run_sim("--schedule-file " + std::string(DUALPIPE_ORACLE_DIR) +
+                          "/dualpipe_pp8_c20.json --format json");
+  ASSERT_EQ(oracle.exit_code, 0) << oracle.err;
+  EXPECT_DOUBLE_EQ(nlohmann::json::parse(oracle.out).at("per_rank")[0].at("bubble").get<double>(),
+                   6);
+}
+
+TEST(SimCommand, WritesSvgAndChromeTrace) {
+  const std::string svg = temp_path("t.svg"), trace = temp_path("t.trace.json");
+  CliRun run = run_sim("--ranks 4 --microbatches 8 --svg " + svg + " --trace " + trace);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  std::string picture = slurp(svg);
+  EXPECT_EQ(picture.rfind("<svg", 0), 0u);
+  EXPECT_NE(picture.find("</svg>"), std::string::npos);
+  nlohmann::json events = nlohmann::json::parse(slurp(trace)).at("traceEvents");
+  int complete = 0, named = 0;
+  for (const auto& event : events) {
+    if (event.at("ph") == "X") {
+      ++complete;
+      EXPECT_GE(event.at("dur").get<double>(), 0);
+      std::string name = event.at("name");
+      // The forward of micro-batch 2 on the last stage of direction 0, alone or in an FB.
+      if (event.at("tid") == 3 && (name == "F d0 s3 mb2" || name.rfind("FB d0 s3 mb2 ", 0) == 0)) {
+        ++named;
+      }
+    }
+  }
+  // At least one event (F or FB) per forward of each of 4 stages x 8 micro-batches.
+  EXPECT_GE(complete, 4 * 8);
+  EXPECT_EQ(named, 1);
+}
+
+TEST(SimCommand, BadArgumentsFailWithOneClearLine) {
+  const std::string bad_file = temp_path("bad.json");
+  std::ofstream(bad_file) << "{\"schedule\": \"dualpipe\", \"pp\": 2, \"chunks\": 4, \"ranks\": "
+                             "[[\"F0.0\", \"Q7\"], []]}";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--schedule nope", "nope"},
+      {"--schedule dualpipe --ranks 7", "7"},
+      {"--schedule dualpipe --ranks 8 --microbatches 6", "6"},
+      {"--costs F=-1", "F=-1"},
+      {"--costs 'F=1;B=2'", "1;B=2"},
+      {"--costs X=1", "X"},
+      {"--schedule-file " + bad_file, "bad.json"},
+      {"--schedule-file /nonexistent/schedule.json", "nonexistent"},
+      {"--compare dualpipe,nope --ranks 4 --microbatches 8", "nope"},
+  };
+  for (const auto& [args, mention] : cases) {
+    CliRun run = run_sim(args);
+    EXPECT_NE(run.exit_code, 0) << args;
+    EXPECT_NE(run.err.find("dualpipe sim: error: "), std::string::npos) << args << ": " << run.err;
+    EXPECT_NE(run.err.find(mention), std::string::npos) << args << ": " << run.err;
+    EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << args << ": " << run.err;
+  }
+  // CLI11's own parse errors (bad number, unknown format) also exit non-zero.
+  EXPECT_NE(run_sim("--ranks eight").exit_code, 0);
+  EXPECT_NE(run_sim("--format yaml").exit_code, 0);
+}
+
+}  // namespace
