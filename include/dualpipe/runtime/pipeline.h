@@ -1,0 +1,103 @@
+#pragma once
+// The user-facing pipeline: one training/inference step over any schedule by name, with the
+// DualPipe reference's contract.
+//
+// Loss scaling (as in the reference): the criterion gives one loss per micro-batch and each
+// micro-batch's loss is back-propagated as is, so parameter gradients are those of the SUM of
+// the micro-batch losses (use a criterion with 1/num_microbatches inside for a mean). With a
+// data-parallel communicator, gradients are summed over replicas and divided by the number of
+// replicas: the gradient of the replicas' mean of their summed losses.
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dualpipe/runtime/executor.h"
+#include "dualpipe/schedule/schedule.h"
+
+namespace dualpipe::runtime {
+
+struct PipelineOptions {
+  // rank_mapping[communicator rank] = pipeline rank (the reference's `rank_mapping`); empty
+  // means the identity.
+  std::vector<int> rank_mapping;
+  // Gradients are averaged over this communicator's ranks at the end of each training step.
+  CommunicatorPtr data_parallel;
+  std::chrono::milliseconds timeout{60000};
+  bool trace = false;
+  // DualPipe only: sum the gradients of the two copies of each stage at the end of step().
+  bool sync_mirror_gradients = true;
+};
+
+struct StepResult {
+  // Per-micro-batch losses (detached, 1-D, micro-batch order) of the directions whose last stage
+  // is on this rank (DualPipe: rank 0 holds direction 1's, rank R-1 direction 0's); undefined on
+  // other ranks or without a criterion.
+  at::Tensor loss;
+  // The last stage's outputs, concatenated over micro-batches along dim 0, when return_outputs
+  // (or forward-only); empty elsewhere.
+  TensorList outputs;
+};
+
+class Pipeline {
+ public:
+  // `modules[slot]` are this rank's stages for schedule `schedule_name` ("dualpipe",
+  // "dualpipev", "1f1b", "zb1p", "gpipe"). Does not communicate; `comm` is the pipeline group.
+  Pipeline(std::string schedule_name, std::vector<StagePtr> modules, CommunicatorPtr comm,
+           PipelineOptions options = {});
+  virtual ~Pipeline() = default;
+
+  // One step. Blocking; all pipeline ranks call it with the same num_microbatches.
+  //   inputs: needed only on ranks holding a first stage: the batch of the direction(s) starting
+  //           there (DualPipe: rank 0 the first half of the batch, rank R-1 the second half),
+  //           split along dim 0 into that direction's micro-batches.
+  //   labels: needed only on ranks holding a last stage, split the same way (DualPipe: rank 0
+  //           holds direction 1's labels, rank R-1 direction 0's).
+  // With gradients enabled it trains (gradients accumulate in the modules' .grad()); under
+  // torch::NoGradGuard it runs forward only and returns the outputs. Argument errors
+  // (micro-batch count, missing inputs, indivisible batch) throw std::invalid_argument before
+  // any communication; peer failures throw std::runtime_error (see Executor::run).
+  StepResult step(const TensorList& inputs, int num_microbatches, const Criterion& criterion = {},
+                  const TensorList& labels = {}, bool return_outputs = false);
+
+  // DualPipe: adds the gradients of each stage's two copies (rank s slot 0 and rank R-1-s slot 1)
+  // so both hold the sum. Blocking; every pipeline rank must call it. No-op for other schedules.
+  void sync_mirror_gradients();
+
+  int rank() const { return rank_; }
+  int num_ranks() const { return num_ranks_; }
+  const std::string& schedule_name() const { return schedule_name_; }
+  const Executor& executor() const { return executor_; }
+  // The schedule of the last step.
+  const schedule::Schedule& last_schedule() const { return schedule_; }
+
+ private:
+  std::string schedule_name_;
+  std::vector<StagePtr> modules_;
+  CommunicatorPtr comm_;
+  PipelineOptions options_;
+  int rank_;
+  int num_ranks_;
+  std::vector<int> comm_rank_of_;
+  Executor executor_;
+  schedule::Schedule schedule_;
+};
+
+// The reference's DualPipe: modules = {stage r (direction 0), stage R-1-r (direction 1)}.
+class DualPipe : public Pipeline {
+ public:
+  DualPipe(StagePtr module0, StagePtr module1, CommunicatorPtr comm, PipelineOptions options = {})
+      : Pipeline("dualpipe", {std::move(module0), std::move(module1)}, std::move(comm),
+                 std::move(options)) {}
+};
+
+// The reference's DualPipeV: modules = {stage r, stage 2R-1-r}; inputs and loss on rank 0.
+class DualPipeV : public Pipeline {
+ public:
+  DualPipeV(StagePtr module0, StagePtr module1, CommunicatorPtr comm, PipelineOptions options = {})
+      : Pipeline("dualpipev", {std::move(module0), std::move(module1)}, std::move(comm),
+                 std::move(options)) {}
+};
+
+}  // namespace dualpipe::runtime

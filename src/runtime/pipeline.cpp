@@ -1,0 +1,230 @@
+#include "dualpipe/runtime/pipeline.h"
+
+#include <ATen/ATen.h>
+
+#include <stdexcept>
+
+#include "dualpipe/schedule/registry.h"
+
+namespace dualpipe::runtime {
+namespace {
+
+// NOTE: far above the p2p channel's tag space for any realistic size (it checks its own bound).
+constexpr int kMirrorTagBase = 2000000000;
+
+std::vector<int> inverse_mapping(const std::vector<int>& mapping, int size) {
+  std::vector<int> comm_rank_of(size);
+  if (mapping.empty()) {
+    for (int r = 0; r < size; ++r) comm_rank_of[r] = r;
+    return comm_rank_of;
+  }
+  if (static_cast<int>(mapping.size()) != size) {
+    throw std::invalid_argument("rank_mapping has " + std::to_string(mapping.size()) +
+                                " entries but the communicator has " + std::to_string(size) +
+                                " ranks");
+  }
+  std::vector<bool> seen(size, false);
+  for (int c = 0; c < size; ++c) {
+    const int p = mapping[c];
+    if (p < 0 || p >= size || seen[p]) {
+      throw std::invalid_argument("rank_mapping must be a permutation of 0.." +
+                                  std::to_string(size - 1) + ", got " + std::to_string(p) +
+                                  " at position " + std::to_string(c));
+    }
+    seen[p] = true;
+    comm_rank_of[p] = c;
+  }
+  return comm_rank_of;
+}
+
+// Splits each tensor along dim 0 into `chunks` equal parts: result[chunk] = {part of each}.
+std::vector<TensorList> split_batch(const TensorList& tensors, int chunks, const char* what,
+                                    int rank) {
+  std::vector<TensorList> result(chunks);
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const at::Tensor& t = tensors[i];
+    if (!t.defined() || t.dim() == 0 || t.size(0) % chunks != 0) {
+      throw std::invalid_argument(
+          std::string("rank ") + std::to_string(rank) + ": " + what + "[" + std::to_string(i) +
+          "] has batch size " + (t.defined() && t.dim() > 0 ? std::to_string(t.size(0)) : "none") +
+          ", which does not split into " + std::to_string(chunks) + " equal micro-batches");
+    }
+    std::vector<at::Tensor> parts = t.split(t.size(0) / chunks, 0);
+    for (int c = 0; c < chunks; ++c) result[c].push_back(parts[c]);
+  }
+  return result;
+}
+
+at::Tensor flat_grads(const std::vector<at::Tensor>& params) {
+  std::vector<at::Tensor> flat;
+  for (const at::Tensor& p : params) {
+    flat.push_back(p.grad().defined() ? p.grad().reshape(-1) : at::zeros({p.numel()}, p.options()));
+  }
+  return flat.empty() ? at::zeros({0}) : at::cat(flat);
+}
+
+void add_flat_grads(std::vector<at::Tensor>& params, const at::Tensor& flat) {
+  std::int64_t offset = 0;
+  for (at::Tensor& p : params) {
+    at::Tensor part = flat.narrow(0, offset, p.numel()).view(p.sizes());
+    offset += p.numel();
+    at::Tensor& grad = p.mutable_grad();
+    if (!grad.defined()) {
+      grad = part.clone();
+    } else {
+      grad.add_(part);
+    }
+  }
+}
+
+}  // namespace
+
+Pipeline::Pipeline(std::string schedule_name, std::vector<StagePtr> modules, CommunicatorPtr comm,
+                   PipelineOptions options)
+    : schedule_name_(std::move(schedule_name)),
+      modules_(modules),
+      comm_(comm),
+      options_(std::move(options)),
+      rank_(options_.rank_mapping.empty() ? comm->getRank()
+                                          : options_.rank_mapping.at(comm->getRank())),
+      num_ranks_(comm->getSize()),
+      comm_rank_of_(inverse_mapping(options_.rank_mapping, comm->getSize())),
+      executor_(rank_, std::move(modules), comm, comm_rank_of_,
+                ExecutorOptions{options_.timeout, options_.trace}) {
+  for (std::size_t i = 0; i < modules_.size(); ++i) {
+    if (!modules_[i]) {
+      throw std::invalid_argument("pipeline rank " + std::to_string(rank_) + ": stage module " +
+                                  std::to_string(i) + " is null");
+    }
+  }
+}
+
+StepResult Pipeline::step(const TensorList& inputs, int num_microbatches,
+                          const Criterion& criterion, const TensorList& labels,
+                          bool return_outputs) {
+  if (schedule_.programs.empty() || schedule_.num_microbatches != num_microbatches) {
+    schedule_ = schedule::build_schedule(schedule_name_, num_ranks_, num_microbatches);
+  }
+  const schedule::Placement& placement = schedule_.placement;
+  if (static_cast<int>(modules_.size()) != placement.num_slots(rank_)) {
+    throw std::invalid_argument("pipeline rank " + std::to_string(rank_) + " of '" +
+                                schedule_name_ + "' must hold " +
+                                std::to_string(placement.num_slots(rank_)) +
+                                " stage modules, got " + std::to_string(modules_.size()));
+  }
+  const bool training = at::GradMode::is_enabled();
+  const int per_direction = schedule_.microbatches_per_direction();
+  const int last = schedule_.num_stages() - 1;
+  std::vector<int> input_directions, label_directions;
+  for (int d = 0; d < schedule_.num_directions(); ++d) {
+    if (placement.rank_of(d, 0) == rank_) input_directions.push_back(d);
+    if (placement.rank_of(d, last) == rank_) label_directions.push_back(d);
+  }
+  StepData data;
+  data.inputs.resize(schedule_.num_directions());
+  data.labels.resize(schedule_.num_directions());
+  data.return_outputs = return_outputs;
+  if (!input_directions.empty()) {
+    if (inputs.empty()) {
+      throw std::invalid_argument("pipeline rank " + std::to_string(rank_) +
+                                  " holds the first stage of direction " +
+                                  std::to_string(input_directions[0]) + " of '" + schedule_name_ +
+                                  "' and needs inputs, got none");
+    }
+    auto chunks = split_batch(inputs, static_cast<int>(input_directions.size()) * per_direction,
+                              "inputs", rank_);
+    for (std::size_t i = 0; i < input_directions.size(); ++i) {
+      data.inputs[input_directions[i]].assign(chunks.begin() + i * per_direction,
+                                              chunks.begin() + (i + 1) * per_direction);
+    }
+  }
+  if (!label_directions.empty() && (training || criterion)) {
+    if (!criterion) {
+      throw std::invalid_argument("pipeline rank " + std::to_string(rank_) +
+                                  " holds a last stage and needs a criterion to train");
+    }
+    if (labels.empty()) {
+      throw std::invalid_argument("pipeline rank " + std::to_string(rank_) +
+                                  " holds the last stage of direction " +
+                                  std::to_string(label_directions[0]) + " and needs labels");
+    }
+    auto chunks = split_batch(labels, static_cast<int>(label_directions.size()) * per_direction,
+                              "labels", rank_);
+    for (std::size_t i = 0; i < label_directions.size(); ++i) {
+      data.labels[label_directions[i]].assign(chunks.begin() + i * per_direction,
+                                              chunks.begin() + (i + 1) * per_direction);
+    }
+    data.criterion = &criterion;
+  }
+
+  StepOutput out = executor_.run(schedule_, data);
+
+  StepResult result;
+  std::vector<at::Tensor> losses;
+  std::vector<TensorList> outputs;
+  for (int d : label_directions) {
+    for (const at::Tensor& loss : out.losses[d]) {
+      if (loss.defined()) losses.push_back(loss);
+    }
+    for (TensorList& o : out.outputs[d]) {
+      if (!o.empty()) outputs.push_back(std::move(o));
+    }
+  }
+  if (!losses.empty()) result.loss = at::stack(losses);
+  if ((return_outputs || !training) && !outputs.empty()) {
+    for (std::size_t i = 0; i < outputs[0].size(); ++i) {
+      std::vector<at::Tensor> parts;
+      for (const TensorList& o : outputs) parts.push_back(o[i]);
+      result.outputs.push_back(at::cat(parts, 0));
+    }
+  }
+  if (training) {
+    if (options_.sync_mirror_gradients) sync_mirror_gradients();
+    if (options_.data_parallel && options_.data_parallel->getSize() > 1) {
+      std::vector<at::Tensor> params;
+      for (const StagePtr& m : modules_) {
+        for (const at::Tensor& p : m->parameters()) params.push_back(p);
+      }
+      std::vector<at::Tensor> flat = {flat_grads(params)};
+      options_.data_parallel->allreduce(flat)->wait(options_.timeout);
+      flat[0].div_(options_.data_parallel->getSize());
+      for (at::Tensor& p : params) {
+        if (p.grad().defined()) p.mutable_grad().zero_();
+      }
+      add_flat_grads(params, flat[0]);
+    }
+  }
+  return result;
+}
+
+void Pipeline::sync_mirror_gradients() {
+  if (schedule_name_ != "dualpipe" || modules_.size() != 2) return;
+  const int mirror = num_ranks_ - 1 - rank_;
+  if (mirror == rank_) return;
+  std::vector<at::Tensor> params0 = modules_[0]->parameters();
+  std::vector<at::Tensor> params1 = modules_[1]->parameters();
+  // Our slot 0 is the mirror's slot 1 (same model stage) and vice versa.
+  at::Tensor into0 = at::empty({flat_grads(params0).numel()});
+  at::Tensor into1 = at::empty({flat_grads(params1).numel()});
+  std::vector<at::Tensor> send0 = {flat_grads(params0)}, send1 = {flat_grads(params1)};
+  std::vector<at::Tensor> recv0 = {into0}, recv1 = {into1};
+  const int peer = comm_rank_of_[mirror];
+  std::vector<WorkPtr> works;
+  works.push_back(comm_->recv(recv0, peer, kMirrorTagBase + 1));  // mirror's slot 1 -> our slot 0
+  works.push_back(comm_->recv(recv1, peer, kMirrorTagBase + 0));  // mirror's slot 0 -> our slot 1
+  works.push_back(comm_->send(send0, peer, kMirrorTagBase + 0));
+  works.push_back(comm_->send(send1, peer, kMirrorTagBase + 1));
+  for (const WorkPtr& work : works) {
+    try {
+      work->wait(options_.timeout);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("rank " + std::to_string(rank_) +
+                               " exchanging mirror gradients with rank " + std::to_string(mirror) +
+                               " failed: " + e.what());
+    }
+  }
+  add_flat_grads(params0, into0);
+  add_flat_grads(params1, into1);
+}
+
+}  // namespace dualpipe::runtime

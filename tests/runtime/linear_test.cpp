@@ -1,0 +1,75 @@
+#include "dualpipe/runtime/linear.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "dualpipe/runtime/weight_grad_store.h"
+
+namespace dualpipe::runtime {
+namespace {
+
+TEST(LinearTest, MatchesTorchLinearInitAndForward) {
+  torch::manual_seed(5);
+  torch::nn::Linear theirs(16, 8);
+  torch::manual_seed(5);
+  Linear ours(16, 8);
+  EXPECT_TRUE(torch::equal(ours->weight, theirs->weight));
+  EXPECT_TRUE(torch::equal(ours->bias, theirs->bias));
+  const at::Tensor x = torch::randn({3, 5, 16});
+  EXPECT_TRUE(torch::allclose(ours(x), theirs(x)));
+}
+
+TEST(LinearTest, DeferredWeightGradRunsOnlyInW) {
+  torch::manual_seed(1);
+  Linear deferred(16, 8), immediate(16, 8);
+  immediate->weight.data().copy_(deferred->weight.data());
+  immediate->bias.data().copy_(deferred->bias.data());
+  const at::Tensor x = torch::randn({3, 5, 16});
+  const at::Tensor x1 = x.clone().requires_grad_(true), x2 = x.clone().requires_grad_(true);
+  immediate(x1).pow(2).sum().backward();
+
+  WeightGradStore store;
+  store.begin_group();
+  {
+    DeferWeightGradGuard guard(&store);
+    deferred(x2).pow(2).sum().backward();
+  }
+  store.end_group();
+  // Bz: input gradient now, weight gradient not yet.
+  EXPECT_TRUE(torch::equal(x2.grad(), x1.grad()));
+  EXPECT_FALSE(deferred->weight.grad().defined());
+  EXPECT_FALSE(deferred->bias.grad().defined());
+  ASSERT_EQ(store.num_queued(), 1u);
+  // W: the same gradients as the immediate backward.
+  store.pop_and_run();
+  EXPECT_TRUE(torch::equal(deferred->weight.grad(), immediate->weight.grad()));
+  EXPECT_TRUE(torch::equal(deferred->bias.grad(), immediate->bias.grad()));
+  EXPECT_EQ(store.num_queued(), 0u);
+  EXPECT_THROW(store.pop_and_run(), std::logic_error);
+}
+
+TEST(LinearTest, WithoutGuardBehavesLikeAutograd) {
+  Linear lin(4, 3);
+  const at::Tensor x = torch::randn({2, 4});
+  lin(x).sum().backward();
+  EXPECT_TRUE(lin->weight.grad().defined());
+  EXPECT_TRUE(lin->bias.grad().defined());
+  EXPECT_EQ(DeferWeightGradGuard::current(), nullptr);
+}
+
+TEST(LinearTest, GroupsRunInFifoOrder) {
+  WeightGradStore store;
+  std::vector<int> order;
+  for (int g = 0; g < 3; ++g) {
+    store.begin_group();
+    store.push([&order, g] { order.push_back(g); });
+    store.end_group();
+  }
+  store.pop_and_run();
+  store.pop_and_run();
+  store.pop_and_run();
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2}));
+}
+
+}  // namespace
+}  // namespace dualpipe::runtime
