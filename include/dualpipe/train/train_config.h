@@ -1,0 +1,57 @@
+#pragma once
+// Every option of `dualpipe train`: the model, the pipeline, the data and the run. The same
+// options can come from a JSON file (`--config FILE`); the command line overrides the file.
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace dualpipe::train {
+
+struct TrainConfig {
+  // Pipeline.
+  std::string schedule = "dualpipe";  // dualpipe | dualpipev | 1f1b | zb1p | gpipe
+  int num_ranks = 4;                  // pipeline ranks
+  int ep = 1;                         // expert-parallel ranks per pipeline rank
+  // Model: a byte-level MoE decoder.
+  int num_layers = 4;  // decoder blocks, spread evenly over the pipeline stages
+  int hidden_size = 64;
+  int num_heads = 4;
+  int num_experts = 4;
+  int top_k = 2;
+  // Batch.
+  int num_microbatches = 8;  // per step, in total (DualPipe: half per direction)
+  int microbatch_size = 4;   // sequences per micro-batch
+  int seq_len = 64;          // tokens per sequence
+  // Optimisation.
+  int steps = 300;
+  double learning_rate = 3e-3;
+  int warmup_steps = 20;
+  double weight_decay = 0.0;
+  std::uint64_t seed = 1;
+  // Run.
+  int checkpoint_interval = 100;  // steps; a checkpoint is also written at the end
+  int eval_interval = 25;         // steps between held-out evaluations (and at the start/end)
+  int eval_windows = 16;          // held-out sequences per evaluation
+  std::string run_dir = "dualpipe-run";
+  std::string data;  // file or folder of text; empty: the fortunes corpus
+
+  // Number of pipeline stages the schedule cuts the model into (2 * num_ranks for dualpipev).
+  int num_stages() const;
+  // Throws std::invalid_argument naming the offending values and what is allowed.
+  void validate() const;
+};
+
+nlohmann::json to_json(const TrainConfig& config);
+// Reads the keys present in `json` over `base` (absent keys keep base's values). Throws
+// std::invalid_argument naming an unknown key or a value of the wrong type.
+TrainConfig config_from_json(const nlohmann::json& json, const TrainConfig& base = {});
+// Reads a JSON config file. Throws std::invalid_argument naming the file and the problem.
+TrainConfig load_config_file(const std::string& path, const TrainConfig& base = {});
+
+// Hex digest of the options that change the arithmetic of training (model, pipeline, batch,
+// optimiser, seed, data): a checkpoint may be resumed only by a run with the same hash. Steps,
+// intervals and the run folder are left out, so a resumed run may train longer.
+std::string config_hash(const TrainConfig& config);
+
+}  // namespace dualpipe::train

@@ -1,0 +1,79 @@
+#include "dualpipe/train/optimizer.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <cmath>
+#include <stdexcept>
+
+namespace dualpipe::train {
+
+AdamW::AdamW(std::vector<std::string> names, std::vector<at::Tensor> params, AdamWOptions options)
+    : names_(std::move(names)), params_(std::move(params)), options_(options) {
+  if (names_.size() != params_.size()) {
+    throw std::invalid_argument("AdamW got " + std::to_string(names_.size()) + " names for " +
+                                std::to_string(params_.size()) + " parameters");
+  }
+  for (const at::Tensor& p : params_) {
+    exp_avg_.push_back(at::zeros_like(p));
+    exp_avg_sq_.push_back(at::zeros_like(p));
+  }
+}
+
+void AdamW::step(double lr) {
+  c10::NoGradGuard no_grad;
+  ++step_;
+  const double bias1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_));
+  const double bias2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_));
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    at::Tensor& p = params_[i];
+    const at::Tensor& g = p.grad();
+    if (!g.defined()) continue;
+    if (options_.weight_decay > 0) p.mul_(1.0 - lr * options_.weight_decay);
+    exp_avg_[i].mul_(options_.beta1).add_(g, 1.0 - options_.beta1);
+    exp_avg_sq_[i].mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
+    const at::Tensor denom = (exp_avg_sq_[i] / bias2).sqrt_().add_(options_.eps);
+    p.addcdiv_(exp_avg_[i], denom, -lr / bias1);
+  }
+}
+
+void AdamW::zero_grad() {
+  for (at::Tensor& p : params_) {
+    if (p.grad().defined()) p.mutable_grad() = at::Tensor();
+  }
+}
+
+void AdamW::save_state(NamedTensors& out, const std::string& prefix) const {
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    out[prefix + names_[i] + ".exp_avg"] = exp_avg_[i].clone();
+    out[prefix + names_[i] + ".exp_avg_sq"] = exp_avg_sq_[i].clone();
+  }
+  out[prefix + "step"] = at::tensor(step_, at::kLong);
+}
+
+void AdamW::load_state(const NamedTensors& in, const std::string& prefix) {
+  auto fetch = [&](const std::string& key, const at::Tensor& like) {
+    auto it = in.find(key);
+    if (it == in.end()) throw std::invalid_argument("optimizer state lacks " + key);
+    if (like.defined() && !it->second.sizes().equals(like.sizes())) {
+      throw std::invalid_argument("optimizer state " + key + " has the wrong shape");
+    }
+    return it->second;
+  };
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    exp_avg_[i].copy_(fetch(prefix + names_[i] + ".exp_avg", exp_avg_[i]));
+    exp_avg_sq_[i].copy_(fetch(prefix + names_[i] + ".exp_avg_sq", exp_avg_sq_[i]));
+  }
+  step_ = fetch(prefix + "step", at::Tensor()).item<int64_t>();
+}
+
+double learning_rate_at(int step, int total_steps, int warmup_steps, double lr) {
+  if (warmup_steps > 0 && step <= warmup_steps) {
+    return lr * static_cast<double>(step) / static_cast<double>(warmup_steps);
+  }
+  const double span = std::max(1, total_steps - warmup_steps);
+  const double progress = std::min(1.0, static_cast<double>(step - warmup_steps) / span);
+  return lr * (0.1 + 0.9 * 0.5 * (1.0 + std::cos(M_PI * progress)));
+}
+
+}  // namespace dualpipe::train

@@ -1,0 +1,166 @@
+#include "dualpipe/train/train_config.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+namespace dualpipe::train {
+namespace {
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw std::invalid_argument(message);
+}
+
+std::string hex64(std::uint64_t value) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, value >>= 4) out[static_cast<std::size_t>(i)] = kDigits[value & 15];
+  return out;
+}
+
+template <typename T>
+void read_key(const nlohmann::json& json, const char* key, T& value) {
+  auto it = json.find(key);
+  if (it == json.end()) return;
+  try {
+    value = it->get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw std::invalid_argument(std::string("config key \"") + key +
+                                "\" has the wrong type: " + it->dump());
+  }
+}
+
+}  // namespace
+
+int TrainConfig::num_stages() const {
+  return schedule == "dualpipev" ? 2 * num_ranks : num_ranks;
+}
+
+void TrainConfig::validate() const {
+  static const std::set<std::string> kSchedules = {"dualpipe", "dualpipev", "1f1b", "zb1p",
+                                                   "gpipe"};
+  require(kSchedules.count(schedule) == 1,
+          "unknown schedule \"" + schedule + "\"; allowed: dualpipe, dualpipev, 1f1b, zb1p, gpipe");
+  require(num_ranks >= 1, "num_ranks must be >= 1, got " + std::to_string(num_ranks));
+  require(ep >= 1, "ep must be >= 1, got " + std::to_string(ep));
+  require(num_layers >= 1 && num_layers % num_stages() == 0,
+          "num_layers must be a positive multiple of the " + std::to_string(num_stages()) +
+              " pipeline stages of " + schedule + " on " + std::to_string(num_ranks) +
+              " ranks, got num_layers=" + std::to_string(num_layers));
+  require(hidden_size >= 1 && num_heads >= 1 && hidden_size % num_heads == 0,
+          "hidden_size must be a positive multiple of num_heads, got hidden_size=" +
+              std::to_string(hidden_size) + " num_heads=" + std::to_string(num_heads));
+  require(num_experts >= 1 && num_experts % ep == 0,
+          "num_experts must be a positive multiple of ep, got num_experts=" +
+              std::to_string(num_experts) + " ep=" + std::to_string(ep));
+  require(top_k >= 1 && top_k <= num_experts,
+          "top_k must be in [1, num_experts], got top_k=" + std::to_string(top_k) +
+              " num_experts=" + std::to_string(num_experts));
+  require(num_microbatches >= 1 && microbatch_size >= 1 && seq_len >= 1,
+          "num_microbatches, microbatch_size and seq_len must be >= 1, got " +
+              std::to_string(num_microbatches) + ", " + std::to_string(microbatch_size) + ", " +
+              std::to_string(seq_len));
+  require(steps >= 1, "steps must be >= 1, got " + std::to_string(steps));
+  require(learning_rate > 0.0, "learning_rate must be > 0, got " + std::to_string(learning_rate));
+  require(warmup_steps >= 0 && weight_decay >= 0.0,
+          "warmup_steps and weight_decay must be >= 0, got " + std::to_string(warmup_steps) +
+              " and " + std::to_string(weight_decay));
+  require(checkpoint_interval >= 1 && eval_interval >= 1 && eval_windows >= 1,
+          "checkpoint_interval, eval_interval and eval_windows must be >= 1, got " +
+              std::to_string(checkpoint_interval) + ", " + std::to_string(eval_interval) + ", " +
+              std::to_string(eval_windows));
+  require(!run_dir.empty(), "run_dir must not be empty");
+}
+
+nlohmann::json to_json(const TrainConfig& c) {
+  return nlohmann::json{{"schedule", c.schedule},
+                        {"num_ranks", c.num_ranks},
+                        {"ep", c.ep},
+                        {"num_layers", c.num_layers},
+                        {"hidden_size", c.hidden_size},
+                        {"num_heads", c.num_heads},
+                        {"num_experts", c.num_experts},
+                        {"top_k", c.top_k},
+                        {"num_microbatches", c.num_microbatches},
+                        {"microbatch_size", c.microbatch_size},
+                        {"seq_len", c.seq_len},
+                        {"steps", c.steps},
+                        {"learning_rate", c.learning_rate},
+                        {"warmup_steps", c.warmup_steps},
+                        {"weight_decay", c.weight_decay},
+                        {"seed", c.seed},
+                        {"checkpoint_interval", c.checkpoint_interval},
+                        {"eval_interval", c.eval_interval},
+                        {"eval_windows", c.eval_windows},
+                        {"run_dir", c.run_dir},
+                        {"data", c.data}};
+}
+
+TrainConfig config_from_json(const nlohmann::json& json, const TrainConfig& base) {
+  if (!json.is_object()) throw std::invalid_argument("a config must be a JSON object");
+  const nlohmann::json known = to_json(base);
+  for (const auto& item : json.items()) {
+    if (!known.contains(item.key())) {
+      std::string allowed;
+      for (const auto& k : known.items()) allowed += (allowed.empty() ? "" : ", ") + k.key();
+      throw std::invalid_argument("unknown config key \"" + item.key() + "\"; allowed: " + allowed);
+    }
+  }
+  TrainConfig c = base;
+  read_key(json, "schedule", c.schedule);
+  read_key(json, "num_ranks", c.num_ranks);
+  read_key(json, "ep", c.ep);
+  read_key(json, "num_layers", c.num_layers);
+  read_key(json, "hidden_size", c.hidden_size);
+  read_key(json, "num_heads", c.num_heads);
+  read_key(json, "num_experts", c.num_experts);
+  read_key(json, "top_k", c.top_k);
+  read_key(json, "num_microbatches", c.num_microbatches);
+  read_key(json, "microbatch_size", c.microbatch_size);
+  read_key(json, "seq_len", c.seq_len);
+  read_key(json, "steps", c.steps);
+  read_key(json, "learning_rate", c.learning_rate);
+  read_key(json, "warmup_steps", c.warmup_steps);
+  read_key(json, "weight_decay", c.weight_decay);
+  read_key(json, "seed", c.seed);
+  read_key(json, "checkpoint_interval", c.checkpoint_interval);
+  read_key(json, "eval_interval", c.eval_interval);
+  read_key(json, "eval_windows", c.eval_windows);
+  read_key(json, "run_dir", c.run_dir);
+  read_key(json, "data", c.data);
+  return c;
+}
+
+TrainConfig load_config_file(const std::string& path, const TrainConfig& base) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument("cannot read config file " + path);
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument("config file " + path + " is not valid JSON: " + e.what());
+  }
+  try {
+    return config_from_json(json, base);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("config file " + path + ": " + e.what());
+  }
+}
+
+std::string config_hash(const TrainConfig& config) {
+  nlohmann::json json = to_json(config);
+  for (const char* key :
+       {"steps", "checkpoint_interval", "eval_interval", "eval_windows", "run_dir"}) {
+    json.erase(key);
+  }
+  // FNV-1a over the canonical (sorted-key) dump.
+  std::uint64_t hash = 0xcbf29ce484222325ULL;
+  for (unsigned char ch : json.dump()) {
+    hash ^= ch;
+    hash *= 0x100000001b3ULL;
+  }
+  return hex64(hash);
+}
+
+}  // namespace dualpipe::train

@@ -1,0 +1,77 @@
+#include "dualpipe/train/train_config.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace dualpipe::train {
+namespace {
+
+TEST(TrainConfig, DefaultsAreValid) {
+  TrainConfig c;
+  EXPECT_NO_THROW(c.validate());
+  EXPECT_EQ(c.schedule, "dualpipe");
+  EXPECT_EQ(c.num_ranks, 4);
+  EXPECT_EQ(c.num_stages(), 4);
+  c.schedule = "dualpipev";
+  EXPECT_EQ(c.num_stages(), 8);
+}
+
+TEST(TrainConfig, ValidationNamesTheValues) {
+  TrainConfig c;
+  c.num_layers = 6;
+  try {
+    c.validate();
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("num_layers=6"), std::string::npos) << e.what();
+  }
+  c = TrainConfig{};
+  c.schedule = "interleaved";
+  EXPECT_THROW(c.validate(), std::invalid_argument);
+  c = TrainConfig{};
+  c.top_k = 5;
+  EXPECT_THROW(c.validate(), std::invalid_argument);
+}
+
+TEST(TrainConfig, JsonRoundTripAndUnknownKeys) {
+  TrainConfig c;
+  c.hidden_size = 96;
+  c.learning_rate = 0.01;
+  c.data = "/tmp/x";
+  const TrainConfig back = config_from_json(to_json(c));
+  EXPECT_EQ(to_json(back), to_json(c));
+  EXPECT_THROW(config_from_json(nlohmann::json{{"hiden_size", 3}}), std::invalid_argument);
+  EXPECT_THROW(config_from_json(nlohmann::json{{"hidden_size", "big"}}), std::invalid_argument);
+}
+
+TEST(TrainConfig, FileOverridesOnlyItsKeys) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("dualpipe_cfg_" + std::to_string(::getpid()) + ".json"))
+                               .string();
+  std::ofstream(path) << R"({"steps": 7, "schedule": "1f1b"})";
+  TrainConfig base;
+  base.hidden_size = 48;
+  const TrainConfig c = load_config_file(path, base);
+  EXPECT_EQ(c.steps, 7);
+  EXPECT_EQ(c.schedule, "1f1b");
+  EXPECT_EQ(c.hidden_size, 48);
+  std::ofstream(path) << "{not json";
+  EXPECT_THROW(load_config_file(path), std::invalid_argument);
+  std::filesystem::remove(path);
+}
+
+TEST(TrainConfig, HashIgnoresRunLengthButNotArithmetic) {
+  TrainConfig a, b;
+  b.steps = a.steps + 100;
+  b.run_dir = "elsewhere";
+  b.checkpoint_interval = 3;
+  EXPECT_EQ(config_hash(a), config_hash(b));
+  b.seed = a.seed + 1;
+  EXPECT_NE(config_hash(a), config_hash(b));
+  EXPECT_EQ(config_hash(a).size(), 16u);
+}
+
+}  // namespace
+}  // namespace dualpipe::train
