@@ -213,8 +213,9 @@ std::string render_svg(const schedule::Schedule& schedule, const SimResult& resu
     variant_names[0] = " dir 0";
     variant_names[1] = " dir 1";
   } else if (two_variants) {
-    variant_names[0] = " slot 0";
-    variant_names[1] = " slot 1";
+    // The V shape: slot 0 holds a stage of the way down, slot 1 one of the way back.
+    variant_names[0] = " (way down)";
+    variant_names[1] = " (way back)";
   }
   const char* role_names[4] = {"forward", "backward", "backward (input)", "weight"};
   double lx = x0, ly = axis_y + axis_height + 8;
