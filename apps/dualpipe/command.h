@@ -13,6 +13,7 @@ struct Command {
   std::function<int()> run;
 };
 
+Command add_bench_command(CLI::App& app);
 Command add_eplb_command(CLI::App& app);
 Command add_launch_command(CLI::App& app);
 Command add_sim_command(CLI::App& app);
