@@ -102,8 +102,16 @@ DistributedContext init_distributed(const DistributedEnv& env, const Communicato
                                   std::to_string(env.master_port));
     }
     context.store = connect_store(env, context.options.timeout);
-    wait_for_all(*c10::make_intrusive<c10d::PrefixStore>("rendezvous", context.store), env,
-                 context.options.timeout);
+    try {
+      wait_for_all(*c10::make_intrusive<c10d::PrefixStore>("rendezvous", context.store), env,
+                   context.options.timeout);
+    } catch (const c10::Error& e) {
+      // NOTE: the store's own errors (e.g. "Broken pipe") do not say that rank 0 went away.
+      throw std::runtime_error("rank " + std::to_string(env.rank) +
+                               " lost the rendezvous store served by rank 0 at " + env.master_addr +
+                               ":" + std::to_string(env.master_port) +
+                               " (did rank 0 fail?): " + e.what_without_backtrace());
+    }
   }
   context.world = make_communicator(c10::make_intrusive<c10d::PrefixStore>("world", context.store),
                                     env.rank, env.world_size, context.options);

@@ -27,7 +27,7 @@ struct Result {
 Result run(const std::string& command) {
   Result result;
   const auto start = Clock::now();
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  FILE* pipe = ::popen(("{ " + command + "; } 2>&1").c_str(), "r");
   if (pipe == nullptr) return result;
   char buffer[4096];
   size_t n;
@@ -137,10 +137,13 @@ TEST(LaunchLocalTest, RejectsBadOptions) {
 TEST(LaunchCommandTest, ForwardsSigtermToTheRanks) {
   const std::string cli = DUALPIPE_CLI_PATH;
   const auto start = Clock::now();
-  // The launcher backgrounds itself under sh; sh sends it SIGTERM after a moment.
-  const Result result = run(cli +
-                            " launch -n 2 -- /bin/sh -c 'echo up; sleep 60' & pid=$!; "
-                            "sleep 1; kill -TERM $pid; wait $pid");
+  // The launcher runs in the background under sh, which sends it SIGTERM once both ranks are up
+  // (so the launcher has its signal handling in place).
+  const Result result =
+      run("d=$(mktemp -d); " + cli +
+          " launch -n 2 -- /bin/sh -c \"touch $d/up.\\$RANK; sleep 60\" & pid=$!; "
+          "while [ ! -e $d/up.0 ] || [ ! -e $d/up.1 ]; do sleep 0.1; done; kill -TERM $pid; "
+          "wait $pid; code=$?; rm -r $d; exit $code");
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   EXPECT_EQ(result.exit_code, 128 + SIGTERM) << result.output;
   EXPECT_LT(seconds, 10) << result.output;
