@@ -1,0 +1,78 @@
+// PP=2 x DP=2 equals one process on the whole batch; the merged Chrome trace has every rank.
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+
+#include "dualpipe/runtime/pipeline.h"
+#include "mlp_stage.h"
+#include "test_ranks.h"
+
+namespace dualpipe::runtime {
+namespace {
+
+using testing::make_mlp_stage;
+
+at::Tensor mse(const TensorList& outputs, const TensorList& labels) {
+  return torch::mse_loss(outputs.at(0), labels.at(0));
+}
+
+TEST(DataParallelTest, TwoReplicasEqualOneProcessOnTheWholeBatch) {
+  constexpr int kPp = 2, kDp = 2, kMicrobatches = 4, kMbs = 2;
+  torch::manual_seed(11);
+  const at::Tensor x = torch::randn({kDp * kMicrobatches * kMbs, 3, testing::kHidden});
+  const at::Tensor l = torch::randn({kDp * kMicrobatches * kMbs, 3, testing::kHidden});
+  std::vector<std::shared_ptr<testing::MlpStage>> ref = {make_mlp_stage(0), make_mlp_stage(1)};
+  auto xs = x.split(kMbs), ls = l.split(kMbs);
+  for (std::size_t m = 0; m < xs.size(); ++m) {
+    mse(ref[1]->forward({}, ref[0]->forward({}, {xs[m]})), {ls[m]}).backward();
+  }
+  // thread index = replica * kPp + pipeline rank
+  std::vector<StagePtr> modules;
+  for (int i = 0; i < kPp * kDp; ++i) modules.push_back(make_mlp_stage(i % kPp));
+  std::vector<std::vector<TraceEvent>> traces(kPp);
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  auto errors = testing::run_ranks(kPp * kDp, [&](int index, CommunicatorPtr) {
+    const int replica = index / kPp, rank = index % kPp;
+    CommunicatorOptions co;
+    co.timeout = std::chrono::seconds(20);
+    auto pp = make_communicator(
+        c10::make_intrusive<c10d::PrefixStore>("pp" + std::to_string(replica), store), rank, kPp,
+        co);
+    auto dp = make_communicator(
+        c10::make_intrusive<c10d::PrefixStore>("dp" + std::to_string(rank), store), replica, kDp,
+        co);
+    PipelineOptions options;
+    options.data_parallel = dp;
+    options.trace = true;
+    Pipeline pipeline("zb1p", {modules[index]}, pp, options);
+    const int64_t share = x.size(0) / kDp;
+    pipeline.step(rank == 0 ? TensorList{x.narrow(0, replica * share, share)} : TensorList{},
+                  kMicrobatches, mse,
+                  rank == kPp - 1 ? TensorList{l.narrow(0, replica * share, share)} : TensorList{});
+    if (replica == 0) traces[rank] = pipeline.executor().trace().events();
+  });
+  for (auto& e : errors) ASSERT_EQ(e, nullptr) << testing::message_of(e);
+  for (int i = 0; i < kPp * kDp; ++i) {
+    auto ours = modules[i]->named_parameters();
+    auto theirs = ref[i % kPp]->named_parameters();
+    for (auto& p : ours) {
+      // Averaged over replicas: half of the sum over the whole batch.
+      const at::Tensor want = theirs[p.key()].grad() / kDp;
+      EXPECT_TRUE(torch::allclose(p.value().grad(), want, 1e-5, 1e-7))
+          << "thread " << i << " " << p.key() << " max diff "
+          << (p.value().grad() - want).abs().max().item<double>();
+    }
+  }
+  const std::string json = to_chrome_trace_json(traces);
+  EXPECT_NE(json.find("\"traceEvents\""), std::string::npos);
+  EXPECT_NE(json.find("\"name\":\"F d0 s1 mb3\",\"cat\":\"compute\",\"pid\":1"), std::string::npos)
+      << json.substr(0, 2000);
+  EXPECT_NE(json.find("\"name\":\"W d0 s0 mb0\",\"cat\":\"compute\",\"pid\":0"), std::string::npos);
+  EXPECT_NE(json.find("\"cat\":\"wait\""), std::string::npos);
+  EXPECT_NE(json.find("\"cat\":\"send\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace dualpipe::runtime
