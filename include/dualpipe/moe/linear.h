@@ -5,8 +5,10 @@
 
 namespace dualpipe::moe {
 
-// NOTE: one-line switch: this becomes dualpipe::runtime::Linear (same options, weight gradient
-// deferred to the executor's W queue) once the runtime provides it.
+// NOTE: one-line switch to dualpipe::runtime::Linear (same options, weight gradient deferrable to
+// the executor's W queue and to the FB hook's mlp(W)/attn(W) points). Not switched yet: in
+// LibTorch 1.13 runtime::Linear with bias(false) fails ("tensor does not have a device": a custom
+// autograd Function cannot take the undefined bias), and every projection here has no bias.
 using Linear = torch::nn::Linear;
 using LinearOptions = torch::nn::LinearOptions;
 
