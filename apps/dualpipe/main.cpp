@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
   using namespace dualpipe::cli;
   CLI::App app{"dualpipe: bidirectional pipeline-parallel training (DualPipe) on LibTorch"};
   app.require_subcommand(1);
-  std::vector<Command> commands = {add_bench_command(app), add_eplb_command(app), add_launch_command(app), add_sim_command(app)};
+  std::vector<Command> commands = {add_bench_command(app), add_eplb_command(app), add_generate_command(app), add_launch_command(app), add_sim_command(app), add_train_command(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,156 @@
+// `dualpipe train`: trains the byte-level MoE decoder with a pipeline schedule on local ranks.
+// Without a launcher around it, it re-executes itself as num_ranks * ep local ranks
+// (runtime::launch_local); each rank then runs train::train_rank.
+#include <csignal>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "command.h"
+#include "dualpipe/runtime/distributed_env.h"
+#include "dualpipe/runtime/launcher.h"
+#include "dualpipe/runtime/rendezvous.h"
+#include "dualpipe/train/checkpoint.h"
+#include "dualpipe/train/train_config.h"
+#include "dualpipe/train/trainer.h"
+
+namespace dualpipe::cli {
+namespace {
+
+// NOTE: a signal handler can only reach static storage; this flag is the one mutable global,
+// written by the handler and read by the training loop at step boundaries.
+volatile std::sig_atomic_t g_stop_requested = 0;
+
+extern "C" void request_stop(int) {
+  g_stop_requested = 1;
+}
+
+// This process's arguments after the program name (Linux: /proc/self/cmdline).
+std::vector<std::string> own_arguments() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  std::string arg;
+  while (std::getline(in, arg, '\0')) args.push_back(arg);
+  if (!args.empty()) args.erase(args.begin());
+  return args;
+}
+
+struct TrainOptions {
+  train::TrainConfig cli;  // values as given on the command line
+  std::string config_file;
+  std::string resume_dir;
+  int inject_nonfinite_step = 0;
+  // Setters applied over the file/checkpoint config for options given explicitly.
+  std::vector<std::pair<CLI::Option*, std::function<void(train::TrainConfig&)>>> overrides;
+};
+
+template <typename T>
+void add(CLI::App* sub, TrainOptions& o, const std::string& flags, T train::TrainConfig::*field,
+         const std::string& help) {
+  CLI::Option* opt = sub->add_option(flags, o.cli.*field, help)->capture_default_str();
+  TrainOptions* self = &o;
+  o.overrides.emplace_back(opt,
+                           [self, field](train::TrainConfig& c) { c.*field = self->cli.*field; });
+}
+
+train::TrainConfig resolve_config(const TrainOptions& o) {
+  train::TrainConfig config;
+  if (!o.config_file.empty()) config = train::load_config_file(o.config_file, config);
+  if (!o.resume_dir.empty()) {
+    nlohmann::json saved = train::read_latest_checkpoint(o.resume_dir).config;
+    saved.erase("initial_held_out_loss");
+    config = train::config_from_json(saved, config);
+    config.run_dir = o.resume_dir;
+  }
+  for (const auto& [opt, set] : o.overrides) {
+    if (opt->count() > 0) set(config);
+  }
+  if (!o.resume_dir.empty()) config.run_dir = o.resume_dir;
+  config.validate();
+  return config;
+}
+
+int run_rank(const TrainOptions& o) {
+  const train::TrainConfig config = resolve_config(o);
+  struct sigaction action {};
+  action.sa_handler = request_stop;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+  runtime::DistributedContext context = runtime::init_distributed();
+  train::RunControl control;
+  control.resume = !o.resume_dir.empty();
+  control.stop_requested = &g_stop_requested;
+  control.inject_nonfinite_step = o.inject_nonfinite_step;
+  control.out = &std::cout;
+  const train::RunResult result = train::train_rank(config, context, control);
+  return result.outcome == train::RunOutcome::kNonFinite ? 3 : 0;
+}
+
+}  // namespace
+
+Command add_train_command(CLI::App& app) {
+  CLI::App* sub = app.add_subcommand(
+      "train",
+      "Train a byte-level MoE language model with DualPipe (or another schedule) on local ranks; "
+      "writes metrics, pictures, a trace and checkpoints into the run folder");
+  auto o = std::make_shared<TrainOptions>();
+  sub->add_option("--config", o->config_file,
+                  "JSON file with any of the options below (by their config names, e.g. "
+                  "\"hidden_size\"); the command line overrides it");
+  sub->add_option("--resume", o->resume_dir,
+                  "Continue the run in this folder from its latest checkpoint");
+  add(sub, *o, "--schedule", &train::TrainConfig::schedule,
+      "Pipeline schedule: dualpipe, dualpipev, 1f1b, zb1p, gpipe");
+  add(sub, *o, "--ranks,--num-ranks", &train::TrainConfig::num_ranks, "Pipeline ranks");
+  add(sub, *o, "--ep", &train::TrainConfig::ep, "Expert-parallel ranks per pipeline rank");
+  add(sub, *o, "--layers", &train::TrainConfig::num_layers,
+      "Decoder layers (a multiple of the number of stages)");
+  add(sub, *o, "--hidden", &train::TrainConfig::hidden_size, "Hidden size");
+  add(sub, *o, "--heads", &train::TrainConfig::num_heads, "Attention heads");
+  add(sub, *o, "--experts", &train::TrainConfig::num_experts, "Routed experts per layer");
+  add(sub, *o, "--top-k", &train::TrainConfig::top_k, "Experts per token");
+  add(sub, *o, "--microbatches", &train::TrainConfig::num_microbatches,
+      "Micro-batches per step (DualPipe: half per direction, at least 2 x ranks)");
+  add(sub, *o, "--microbatch-size", &train::TrainConfig::microbatch_size,
+      "Sequences per micro-batch");
+  add(sub, *o, "--seq-len", &train::TrainConfig::seq_len, "Bytes per sequence");
+  add(sub, *o, "--steps", &train::TrainConfig::steps, "Optimiser steps (in total, when resuming)");
+  add(sub, *o, "--lr", &train::TrainConfig::learning_rate, "Peak learning rate (AdamW)");
+  add(sub, *o, "--warmup", &train::TrainConfig::warmup_steps, "Linear warm-up steps");
+  add(sub, *o, "--weight-decay", &train::TrainConfig::weight_decay, "AdamW weight decay");
+  add(sub, *o, "--seed", &train::TrainConfig::seed, "Seed of the weights and the data order");
+  add(sub, *o, "--checkpoint-interval", &train::TrainConfig::checkpoint_interval,
+      "Steps between checkpoints (one is also written at the end)");
+  add(sub, *o, "--eval-interval", &train::TrainConfig::eval_interval,
+      "Steps between held-out evaluations");
+  add(sub, *o, "--eval-windows", &train::TrainConfig::eval_windows,
+      "Held-out sequences per evaluation");
+  add(sub, *o, "--run-dir", &train::TrainConfig::run_dir, "Run folder");
+  add(sub, *o, "--data", &train::TrainConfig::data,
+      "Text file or folder of text files (default: the fortunes corpus)");
+  sub->add_option("--inject-nonfinite-at", o->inject_nonfinite_step,
+                  "Testing: make a micro-batch loss NaN at this step")
+      ->group("");
+  return {sub, [o] {
+            const runtime::DistributedEnv env =
+                runtime::detect_distributed_env(runtime::current_environment());
+            if (env.world_size > 1 || env.launcher == "dualpipe launch") return run_rank(*o);
+            const train::TrainConfig config = resolve_config(*o);
+            if (!o->resume_dir.empty() && !train::has_checkpoint(o->resume_dir)) {
+              throw std::invalid_argument("--resume " + o->resume_dir + ": no checkpoint there");
+            }
+            const int world = config.num_ranks * config.ep;
+            if (world == 1) return run_rank(*o);
+            runtime::LaunchOptions launch;
+            launch.num_ranks = world;
+            launch.command = {"/proc/self/exe"};
+            for (const std::string& arg : own_arguments()) launch.command.push_back(arg);
+            std::cout << "dualpipe train: starting " << world << " local ranks\n" << std::flush;
+            return runtime::launch_local(launch);
+          }};
+}
+
+}  // namespace dualpipe::cli

@@ -1,0 +1,77 @@
+#include "dualpipe/train/generate.h"
+
+#include <ATen/ATen.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <set>
+#include <stdexcept>
+
+#include "dualpipe/train/checkpoint.h"
+#include "dualpipe/train/model.h"
+
+namespace dualpipe::train {
+
+LoadedModel load_model(const std::string& run_dir) {
+  const Manifest manifest = read_latest_checkpoint(run_dir);
+  LoadedModel model;
+  model.config = config_from_json([&] {
+    nlohmann::json c = manifest.config;
+    c.erase("initial_held_out_loss");
+    return c;
+  }());
+  model.step = manifest.step;
+  if (model.config.ep > 1) {
+    throw std::invalid_argument("generate reads runs with ep=1 only; " + run_dir +
+                                " used ep=" + std::to_string(model.config.ep));
+  }
+  NamedTensors all;
+  for (const std::string& file : manifest.files) {
+    NamedTensors t = load_tensors((std::filesystem::path(run_dir) / file).string());
+    all.insert(t.begin(), t.end());  // two copies of a DualPipe stage are equal: keep either
+  }
+  for (int s = 0; s < model.config.num_stages(); ++s) {
+    auto stage = build_stage(model.config, s);
+    load_stage_state(*stage, s, all);
+    stage->eval();
+    model.stages.push_back(stage);
+  }
+  return model;
+}
+
+at::Tensor forward_logits(const std::vector<std::shared_ptr<moe::MoEStage>>& stages,
+                          const at::Tensor& tokens) {
+  torch::NoGradGuard no_grad;
+  runtime::TensorList x = {tokens};
+  for (const auto& stage : stages) x = stage->forward_reference(x);
+  return x.at(0);
+}
+
+std::string generate_text(const LoadedModel& model, const std::string& prompt, int num_bytes,
+                          double temperature, std::uint64_t seed) {
+  std::vector<int64_t> context(prompt.begin(), prompt.end());
+  for (auto& t : context) t &= 0xff;
+  if (context.empty()) context.push_back('\n');
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  std::string out;
+  for (int i = 0; i < num_bytes; ++i) {
+    const int64_t len =
+        std::min<int64_t>(model.config.seq_len, static_cast<int64_t>(context.size()));
+    at::Tensor tokens =
+        at::tensor(std::vector<int64_t>(context.end() - len, context.end()), at::kLong)
+            .view({1, len});
+    at::Tensor logits = forward_logits(model.stages, tokens)[0][len - 1].to(at::kDouble);
+    int64_t next = 0;
+    if (temperature <= 0) {
+      next = logits.argmax().item<int64_t>();
+    } else {
+      at::Tensor probs = at::softmax(logits / temperature, 0);
+      next = at::multinomial(probs, 1, false, generator).item<int64_t>();
+    }
+    context.push_back(next);
+    out.push_back(static_cast<char>(next));
+  }
+  return out;
+}
+
+}  // namespace dualpipe::train
