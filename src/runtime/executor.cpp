@@ -53,6 +53,9 @@ struct Executor::RunState {
   std::unique_ptr<P2PChannel> channel;
   StepOutput output;
   int live = 0;
+  // NOTE: the peak is counted between ops, as the simulator does: an FB pair ends one
+  // micro-batch's backward as it ends another's forward, so it leaves the count unchanged.
+  bool in_pair = false;
   // First activation specs seen per receiving (direction, stage): later ones must match.
   std::map<std::pair<int, int>, std::vector<TensorSpec>> first_specs;
 
@@ -168,7 +171,8 @@ void Executor::finish_forward(RunState& state, const MicrobatchId& id, const Ten
   }
   if (state.training) {
     inst.inputs = inputs;
-    activation_peak_ = std::max(activation_peak_, ++state.live);
+    ++state.live;
+    if (!state.in_pair) activation_peak_ = std::max(activation_peak_, state.live);
   }
 }
 
@@ -226,6 +230,13 @@ void Executor::run_backward(RunState& state, const MicrobatchId& id, bool defer_
 }
 
 void Executor::run_forward_backward(RunState& state, const Op& op) {
+  state.in_pair = true;
+  run_pair(state, op);
+  state.in_pair = false;
+  activation_peak_ = std::max(activation_peak_, state.live);
+}
+
+void Executor::run_pair(RunState& state, const Op& op) {
   const MicrobatchId fid = id_of(op);
   const MicrobatchId bid{op.backward_direction, op.backward_stage, op.backward_microbatch};
   StageModule& fmodule = *modules_[state.schedule.placement.at(fid.direction, fid.stage).slot];
@@ -269,7 +280,7 @@ StepOutput Executor::run(const schedule::Schedule& schedule, const StepData& dat
                                 " stage modules, got " + std::to_string(modules_.size()));
   }
   const bool training = at::GradMode::is_enabled();
-  RunState state{schedule, data, training, nullptr, {}, 0, {}};
+  RunState state{schedule, data, training, nullptr, {}, 0, false, {}};
   state.channel =
       std::make_unique<P2PChannel>(comm_, rank_, comm_rank_of_, schedule.num_stages(),
                                    std::max(1, schedule.microbatches_per_direction()),

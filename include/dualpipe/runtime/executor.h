@@ -69,7 +69,8 @@ class Executor {
   StepOutput run(const schedule::Schedule& schedule, const StepData& data);
 
   // Most (direction, stage, microbatch) instances with forward done and backward not yet during
-  // the last training run: comparable with sim::RankResult::peak_activations.
+  // the last training run, counted between ops (an FB pair leaves the count unchanged): the
+  // definition of sim::RankResult::peak_activations.
   int activation_peak() const { return activation_peak_; }
   // What the last run did, when ExecutorOptions::trace is set.
   const Trace& trace() const { return trace_; }
@@ -98,6 +99,7 @@ class Executor {
   void run_forward(RunState& state, const MicrobatchId& id);
   void run_backward(RunState& state, const MicrobatchId& id, bool defer_weight_grad);
   void run_forward_backward(RunState& state, const schedule::Op& op);
+  void run_pair(RunState& state, const schedule::Op& op);
   void check_specs(RunState& state, const ItemKey& key, int peer,
                    const std::vector<TensorSpec>& specs);
 
