@@ -146,6 +146,9 @@ Command add_train_command(CLI::App& app) {
             if (world == 1) return run_rank(*o);
             runtime::LaunchOptions launch;
             launch.num_ranks = world;
+            // NOTE: on Ctrl-C the ranks finish their step and write a checkpoint before exiting;
+            // the launcher must not SIGKILL them meanwhile.
+            launch.grace_period = std::chrono::milliseconds(120000);
             launch.command = {"/proc/self/exe"};
             for (const std::string& arg : own_arguments()) launch.command.push_back(arg);
             std::cout << "dualpipe train: starting " << world << " local ranks\n" << std::flush;

@@ -290,7 +290,7 @@ RunResult train_rank(const TrainConfig& config, runtime::DistributedContext& con
   // --- Train. ---
   RunResult result;
   result.step = start_step;
-  const int trace_step = start_step + std::min(3, config.steps - start_step);
+  const int trace_step = start_step + std::min(10, config.steps - start_step);
   std::optional<PipelineReport> report;
   const auto run_start = Clock::now();
   double trained_seconds = 0.0;

@@ -24,14 +24,14 @@ struct TrainConfig {
   int microbatch_size = 4;   // sequences per micro-batch
   int seq_len = 64;          // tokens per sequence
   // Optimisation.
-  int steps = 300;
+  int steps = 600;
   double learning_rate = 3e-3;
   int warmup_steps = 20;
   double weight_decay = 0.0;
   std::uint64_t seed = 1;
   // Run.
-  int checkpoint_interval = 100;  // steps; a checkpoint is also written at the end
-  int eval_interval = 25;         // steps between held-out evaluations (and at the start/end)
+  int checkpoint_interval = 200;  // steps; a checkpoint is also written at the end
+  int eval_interval = 50;         // steps between held-out evaluations (and at the start/end)
   int eval_windows = 16;          // held-out sequences per evaluation
   std::string run_dir = "dualpipe-run";
   std::string data;  // file or folder of text; empty: the fortunes corpus

@@ -1,0 +1,281 @@
+// End-to-end tests of `dualpipe train` / `dualpipe generate`: the real binary, real local ranks
+// over Gloo, real signals.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "dualpipe/train/checkpoint.h"
+#include "dualpipe/train/metrics.h"
+#include "dualpipe/train/reference.h"
+
+namespace dualpipe::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A small model that trains a step in well under a second on 2 cores.
+const std::vector<std::string> kSmall = {
+    "train", "--layers",          "4", "--hidden",  "32", "--heads",
+    "2",     "--experts",         "4", "--top-k",   "2",  "--microbatches",
+    "8",     "--microbatch-size", "2", "--seq-len", "32", "--eval-interval",
+    "1000",  "--eval-windows",    "8", "--warmup",  "2"};
+
+fs::path fresh_dir(const std::string& name) {
+  fs::path dir =
+      fs::temp_directory_path() / ("dualpipe_train_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  return dir;
+}
+
+std::vector<std::string> with(std::vector<std::string> args, const std::vector<std::string>& more) {
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
+// Starts `dualpipe <args>` with stdout+stderr to `log`; returns its pid.
+pid_t spawn(const std::vector<std::string>& args, const fs::path& log) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    std::vector<char*> argv;
+    std::string program = DUALPIPE_CLI_PATH;
+    argv.push_back(program.data());
+    std::vector<std::string> copy = args;
+    for (std::string& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(program.c_str(), argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int run(const std::vector<std::string>& args, const fs::path& log) {
+  return wait_exit(spawn(args, log));
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Children of `pid` (from /proc/*/stat).
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> out;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    const std::size_t close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == pid) out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+std::vector<double> losses_of(const fs::path& run_dir) {
+  std::vector<double> out;
+  for (const StepMetrics& m : read_metrics(run_dir.string())) out.push_back(m.loss);
+  return out;
+}
+
+// NOTE: the launcher runs every rank with OMP_NUM_THREADS=1, and the thread count changes the
+// order of additions inside LibTorch's and OpenBLAS's kernels, so the in-process reference must
+// run single-threaded too. OpenBLAS reads OMP_NUM_THREADS only when it is loaded; its setter is
+// looked up at run time because another BLAS may back LibTorch.
+void single_threaded() {
+  at::set_num_threads(1);
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set(1);
+  }
+}
+
+TrainConfig small_config(const std::string& schedule, int steps) {
+  single_threaded();
+  TrainConfig c;
+  c.schedule = schedule;
+  c.num_layers = 4;
+  c.hidden_size = 32;
+  c.num_heads = 2;
+  c.num_experts = 4;
+  c.top_k = 2;
+  c.num_microbatches = 8;
+  c.microbatch_size = 2;
+  c.seq_len = 32;
+  c.warmup_steps = 2;
+  c.steps = steps;
+  return c;
+}
+
+// DualPipe on 4 ranks vs the single-process reference: losses bit for bit, parameters within
+// 1e-6 (in practice equal: same arithmetic in the same order, see reference.h).
+TEST(TrainCli, DualPipeMatchesSingleProcessReference) {
+  const fs::path dir = fresh_dir("reference");
+  ASSERT_EQ(run(with(kSmall, {"--steps", "4", "--run-dir", dir.string()}), dir.string() + ".log"),
+            0)
+      << read_text(dir.string() + ".log");
+  const std::vector<double> pipelined = losses_of(dir);
+  const ReferenceResult reference = train_reference(small_config("dualpipe", 4));
+  ASSERT_EQ(pipelined.size(), 4u);
+  for (std::size_t i = 0; i < pipelined.size(); ++i) {
+    EXPECT_EQ(pipelined[i], reference.losses[i]) << "step " << i + 1;
+  }
+  const Manifest m = read_latest_checkpoint(dir.string());
+  double max_diff = 0.0;
+  int compared = 0;
+  for (const std::string& file : m.files) {
+    for (const auto& [name, tensor] : load_tensors((dir / file).string())) {
+      if (name.rfind("opt.", 0) == 0) continue;
+      ASSERT_TRUE(reference.parameters.count(name)) << name;
+      max_diff =
+          std::max(max_diff, (tensor - reference.parameters.at(name)).abs().max().item<double>());
+      ++compared;
+    }
+  }
+  EXPECT_GT(compared, 0);
+  EXPECT_LE(max_diff, 1e-6);
+  std::cout << "compared " << compared << " tensors, max |difference| " << max_diff << "\n";
+
+  // generate: loads every stage in one process and continues the prompt.
+  const fs::path gen_log = dir.string() + ".gen";
+  ASSERT_EQ(run({"generate", "--run", dir.string(), "--prompt", "Hello", "--bytes", "16"}, gen_log),
+            0)
+      << read_text(gen_log);
+  EXPECT_NE(read_text(gen_log).find("Hello"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST(TrainCli, OneF1BMatchesSingleProcessReference) {
+  const fs::path dir = fresh_dir("reference_1f1b");
+  ASSERT_EQ(run(with(kSmall, {"--schedule", "1f1b", "--steps", "3", "--run-dir", dir.string()}),
+                dir.string() + ".log"),
+            0)
+      << read_text(dir.string() + ".log");
+  const std::vector<double> pipelined = losses_of(dir);
+  const ReferenceResult reference = train_reference(small_config("1f1b", 3));
+  ASSERT_EQ(pipelined.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(pipelined[i], reference.losses[i]) << i;
+  fs::remove_all(dir);
+}
+
+// A run killed with SIGKILL (launcher and every rank, at once) after a checkpoint and then
+// resumed gives, from the checkpoint on, the same losses bit for bit as an uninterrupted run.
+TEST(TrainCli, SigkillThenResumeIsBitIdentical) {
+  const int steps = 24;
+  const fs::path whole = fresh_dir("whole");
+  ASSERT_EQ(run(with(kSmall, {"--steps", std::to_string(steps), "--checkpoint-interval", "3",
+                              "--run-dir", whole.string()}),
+                whole.string() + ".log"),
+            0)
+      << read_text(whole.string() + ".log");
+  const std::vector<double> expected = losses_of(whole);
+  ASSERT_EQ(expected.size(), static_cast<std::size_t>(steps));
+
+  const fs::path killed = fresh_dir("killed");
+  const auto args = with(kSmall, {"--steps", std::to_string(steps), "--checkpoint-interval", "3",
+                                  "--run-dir", killed.string()});
+  const pid_t launcher = spawn(args, killed.string() + ".log");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!has_checkpoint(killed.string()) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(has_checkpoint(killed.string())) << read_text(killed.string() + ".log");
+  std::vector<pid_t> ranks = children_of(launcher);
+  for (pid_t r : ranks) ::kill(r, SIGKILL);
+  ::kill(launcher, SIGKILL);
+  EXPECT_EQ(wait_exit(launcher), 128 + SIGKILL);
+  EXPECT_EQ(ranks.size(), 4u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the kernel reap them
+  const int checkpoint_step = read_latest_checkpoint(killed.string()).step;
+  ASSERT_LT(checkpoint_step, steps) << "the run finished before it was killed";
+
+  ASSERT_EQ(run(with(kSmall, {"--resume", killed.string()}), killed.string() + ".log2"), 0)
+      << read_text(killed.string() + ".log2");
+  EXPECT_NE(read_text(killed.string() + ".log2").find("resuming from the checkpoint of step"),
+            std::string::npos);
+  const std::vector<double> resumed = losses_of(killed);
+  ASSERT_EQ(resumed.size(), static_cast<std::size_t>(steps));
+  for (int s = checkpoint_step; s < steps; ++s) {
+    EXPECT_EQ(resumed[s], expected[s])
+        << "step " << s + 1 << " (checkpoint at " << checkpoint_step << ")";
+  }
+  std::cout << "killed after the checkpoint of step " << checkpoint_step << "; steps "
+            << checkpoint_step + 1 << ".." << steps << " identical\n";
+  fs::remove_all(whole);
+  fs::remove_all(killed);
+}
+
+TEST(TrainCli, InterruptStopsAllRanksWithACheckpoint) {
+  const fs::path dir = fresh_dir("interrupt");
+  const pid_t launcher = spawn(
+      with(kSmall, {"--steps", "1000", "--checkpoint-interval", "1000", "--run-dir", dir.string()}),
+      dir.string() + ".log");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (read_metrics(dir.string()).size() < 3 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(launcher, SIGINT);
+  // The launcher reports an interrupted job as 128 + SIGINT, like a shell; the ranks exit 0.
+  EXPECT_EQ(wait_exit(launcher), 128 + SIGINT) << read_text(dir.string() + ".log");
+  const std::string log = read_text(dir.string() + ".log");
+  EXPECT_NE(log.find("stopped at step"), std::string::npos) << log;
+  const int last = read_metrics(dir.string()).back().step;
+  EXPECT_LT(last, 1000);
+  EXPECT_EQ(read_latest_checkpoint(dir.string()).step, last);
+  fs::remove_all(dir);
+}
+
+TEST(TrainCli, NonFiniteLossStopsNamingStepAndMicrobatch) {
+  const fs::path dir = fresh_dir("nan");
+  const int code = run(with(kSmall, {"--steps", "10", "--checkpoint-interval", "3",
+                                     "--inject-nonfinite-at", "5", "--run-dir", dir.string()}),
+                       dir.string() + ".log");
+  const std::string log = read_text(dir.string() + ".log");
+  EXPECT_NE(code, 0) << log;
+  EXPECT_NE(log.find("at step 5, micro-batch"), std::string::npos) << log;
+  EXPECT_EQ(read_latest_checkpoint(dir.string()).step, 3);
+  EXPECT_EQ(read_metrics(dir.string()).back().step, 4);
+  fs::remove_all(dir);
+}
+
+TEST(TrainCli, BadOptionsAreUserErrors) {
+  const fs::path dir = fresh_dir("bad");
+  fs::create_directories(dir);
+  EXPECT_EQ(run({"train", "--layers", "6", "--run-dir", dir.string()}, dir / "log"), 1);
+  EXPECT_NE(read_text(dir / "log").find("num_layers=6"), std::string::npos);
+  EXPECT_EQ(run({"train", "--resume", (dir / "nothing").string()}, dir / "log"), 1);
+  EXPECT_EQ(run({"generate", "--run", (dir / "nothing").string()}, dir / "log"), 1);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace dualpipe::train
