@@ -164,9 +164,22 @@ void write_pipeline_report(const PipelineReport& report, const schedule::Schedul
     sim::SvgOptions options;
     options.title = "measured: " + schedule.name + ", step " + std::to_string(report.step) + ", " +
                     std::to_string(schedule.num_ranks()) + " ranks, " +
-                    std::to_string(schedule.num_microbatches) + " micro-batches (seconds)";
+                    std::to_string(schedule.num_microbatches) + " micro-batches (milliseconds)";
+    // NOTE: the renderer's scale and ticks expect cost-model-sized numbers, so draw in ms.
+    sim::SimResult ms = c.measured;
+    ms.makespan *= 1e3;
+    for (auto& rank : ms.ranks) {
+      rank.busy *= 1e3;
+      rank.bubble *= 1e3;
+      for (auto& op : rank.timeline) op.start *= 1e3, op.end *= 1e3;
+    }
+    sim::CostModel costs_ms = c.costs;
+    costs_ms.forward *= 1e3;
+    costs_ms.backward *= 1e3;
+    costs_ms.weight *= 1e3;
+    costs_ms.forward_backward *= 1e3;
     write_file_atomic((fs::path(run_dir) / "timeline.svg").string(),
-                      sim::render_svg(schedule, c.measured, c.costs, options));
+                      sim::render_svg(schedule, ms, costs_ms, options));
   }
   char line[256];
   std::snprintf(line, sizeof(line),
