@@ -11,6 +11,7 @@
 #include <map>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 #include "dualpipe/moe/comm_stream.h"
 #include "dualpipe/runtime/pipeline.h"
@@ -411,6 +412,12 @@ RunResult train_rank(const TrainConfig& config, runtime::DistributedContext& con
     out << line;
     if (report) {
       write_pipeline_report(*report, schedule, config.run_dir, out, summary);
+      const unsigned cores = std::thread::hardware_concurrency();
+      if (cores > 0 && cores < static_cast<unsigned>(world_size)) {
+        out << "  NOTE: " << world_size << " ranks share " << cores
+            << " cores here, so ranks computing at the same time slow each other down and the "
+               "measured bubble exceeds the simulated one, which assumes a core per rank\n";
+      }
     }
     write_file_atomic((fs::path(config.run_dir) / "summary.json").string(), summary.dump(2) + "\n");
     out << "run folder " << config.run_dir
