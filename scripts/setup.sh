@@ -11,6 +11,7 @@ packages=(
   fortunes fortunes-min
   clang-format
   librsvg2-bin  # rsvg-convert: look at the SVG timelines of `dualpipe sim --svg` as PNG
+  libtoml11-dev  # header-only TOML parser: `dualpipe train --config FILE.toml`
 )
 
 missing=()

@@ -98,7 +98,7 @@ Command add_train_command(CLI::App& app) {
       "writes metrics, pictures, a trace and checkpoints into the run folder");
   auto o = std::make_shared<TrainOptions>();
   sub->add_option("--config", o->config_file,
-                  "JSON file with any of the options below (by their config names, e.g. "
+                  "JSON (or .toml) file with any of the options below (by their config names, e.g. "
                   "\"hidden_size\"); the command line overrides it");
   sub->add_option("--resume", o->resume_dir,
                   "Continue the run in this folder from its latest checkpoint");

@@ -4,6 +4,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <toml.hpp>
 
 namespace dualpipe::train {
 namespace {
@@ -29,6 +30,33 @@ void read_key(const nlohmann::json& json, const char* key, T& value) {
     throw std::invalid_argument(std::string("config key \"") + key +
                                 "\" has the wrong type: " + it->dump());
   }
+}
+
+// A flat TOML table of the same keys as the JSON form (strings, integers, floats, booleans).
+nlohmann::json toml_to_json(std::istream& in, const std::string& path) {
+  toml::value data;
+  try {
+    data = toml::parse(in, path);
+  } catch (const std::exception& e) {
+    throw std::invalid_argument("config file " + path + " is not valid TOML: " + e.what());
+  }
+  if (!data.is_table()) throw std::invalid_argument("config file " + path + " is not a table");
+  nlohmann::json json = nlohmann::json::object();
+  for (const auto& [key, value] : data.as_table()) {
+    if (value.is_integer()) {
+      json[key] = value.as_integer();
+    } else if (value.is_floating()) {
+      json[key] = value.as_floating();
+    } else if (value.is_string()) {
+      json[key] = value.as_string().str;
+    } else if (value.is_boolean()) {
+      json[key] = value.as_boolean();
+    } else {
+      throw std::invalid_argument("config file " + path + ": key \"" + key +
+                                  "\" must be a string or a number");
+    }
+  }
+  return json;
 }
 
 }  // namespace
@@ -136,10 +164,14 @@ TrainConfig load_config_file(const std::string& path, const TrainConfig& base) {
   std::ifstream in(path);
   if (!in) throw std::invalid_argument("cannot read config file " + path);
   nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::invalid_argument("config file " + path + " is not valid JSON: " + e.what());
+  if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".toml") == 0) {
+    json = toml_to_json(in, path);
+  } else {
+    try {
+      json = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      throw std::invalid_argument("config file " + path + " is not valid JSON: " + e.what());
+    }
   }
   try {
     return config_from_json(json, base);

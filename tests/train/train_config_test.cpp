@@ -73,5 +73,23 @@ TEST(TrainConfig, HashIgnoresRunLengthButNotArithmetic) {
   EXPECT_EQ(config_hash(a).size(), 16u);
 }
 
+TEST(TrainConfig, TomlFileHoldsTheSameKeys) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("dualpipe_cfg_" + std::to_string(::getpid()) + ".toml"))
+                               .string();
+  std::ofstream(path) << "schedule = \"zb1p\"\nsteps = 9\nlearning_rate = 0.002\n";
+  const TrainConfig c = load_config_file(path);
+  EXPECT_EQ(c.schedule, "zb1p");
+  EXPECT_EQ(c.steps, 9);
+  EXPECT_DOUBLE_EQ(c.learning_rate, 0.002);
+  std::ofstream(path) << "steps = [1, 2]\n";
+  EXPECT_THROW(load_config_file(path), std::invalid_argument);
+  std::ofstream(path) << "steps = = 3\n";
+  EXPECT_THROW(load_config_file(path), std::invalid_argument);
+  std::ofstream(path) << "stepz = 3\n";
+  EXPECT_THROW(load_config_file(path), std::invalid_argument);
+  std::filesystem::remove(path);
+}
+
 }  // namespace
 }  // namespace dualpipe::train

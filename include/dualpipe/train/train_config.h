@@ -1,6 +1,7 @@
 #pragma once
 // Every option of `dualpipe train`: the model, the pipeline, the data and the run. The same
-// options can come from a JSON file (`--config FILE`); the command line overrides the file.
+// options can come from a JSON or TOML file (`--config FILE`, TOML when it ends in .toml); the
+// command line overrides the file.
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -46,7 +47,8 @@ nlohmann::json to_json(const TrainConfig& config);
 // Reads the keys present in `json` over `base` (absent keys keep base's values). Throws
 // std::invalid_argument naming an unknown key or a value of the wrong type.
 TrainConfig config_from_json(const nlohmann::json& json, const TrainConfig& base = {});
-// Reads a JSON config file. Throws std::invalid_argument naming the file and the problem.
+// Reads a config file: TOML when `path` ends in .toml (a flat table), JSON otherwise. Throws
+// std::invalid_argument naming the file and the problem.
 TrainConfig load_config_file(const std::string& path, const TrainConfig& base = {});
 
 // Hex digest of the options that change the arithmetic of training (model, pipeline, batch,
