@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh
 export OMP_NUM_THREADS=1
-exec "${DUALPIPE_BUILD_DIR:-build}/bin/dualpipe" sim "$@"
+exec "${DUALPIPE_BUILD_DIR:-build}/bin/dualpipe" train "$@"
