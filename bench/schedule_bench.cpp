@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "dualpipe/schedule/allocator_tuning.h"
 #include "dualpipe/schedule/registry.h"
 #include "dualpipe/schedule/validator.h"
 #include "dualpipe/sim/simulator.h"
@@ -52,10 +53,15 @@ Timing measure(const std::string& name, int ranks, int microbatches, int repeats
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  // --glibc-defaults measures without the allocator tuning that `dualpipe` itself applies.
+  const bool glibc_defaults = argc > 1 && std::string(argv[1]) == "--glibc-defaults";
+  if (!glibc_defaults) dualpipe::schedule::tune_allocator_for_large_schedules();
   const std::vector<std::pair<int, int>> sizes = {{8, 64},    {16, 256},  {32, 1024},
                                                   {64, 1024}, {64, 2048}, {64, 4096}};
-  fmt::print("dualpipe: build + validate + simulate (best of 3), costs F=1,B=2,W=1,FB=3\n");
+  fmt::print(
+      "dualpipe: build + validate + simulate (best of 3), costs F=1,B=2,W=1,FB=3, allocator: {}\n",
+      glibc_defaults ? "glibc defaults" : "tuned for large schedules");
   fmt::print("{:>6} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}\n", "ranks", "C", "ops",
              "build ms", "valid. ms", "sim ms", "total ms", "total ns/op", "sim ns/op");
   double first_ns = 0, last_ns = 0;

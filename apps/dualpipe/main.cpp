@@ -4,16 +4,20 @@
 #include <vector>
 
 #include "command.h"
+#include "dualpipe/schedule/allocator_tuning.h"
 
 namespace dualpipe::cli {
 // Declared here, defined in <name>_command.cpp.
 }  // namespace dualpipe::cli
 
 int main(int argc, char** argv) {
+  dualpipe::schedule::tune_allocator_for_large_schedules();
   using namespace dualpipe::cli;
   CLI::App app{"dualpipe: bidirectional pipeline-parallel training (DualPipe) on LibTorch"};
   app.require_subcommand(1);
-  std::vector<Command> commands = {add_bench_command(app), add_eplb_command(app), add_generate_command(app), add_launch_command(app), add_sim_command(app), add_train_command(app)};
+  std::vector<Command> commands = {add_bench_command(app),    add_eplb_command(app),
+                                   add_generate_command(app), add_launch_command(app),
+                                   add_sim_command(app),      add_train_command(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
