@@ -79,7 +79,7 @@ at::Tensor PendingAllToAll::wait() {
     std::this_thread::sleep_for(std::chrono::microseconds(ready_us_ - runtime::Trace::now_us()));
     end_us = ready_us_;
   }
-  if (stream_->options_.trace) stream_->record(name_, start_us_, end_us);
+  stream_->record(name_, "comm", start_us_, end_us);
   stream_ = nullptr;
   work_.reset();
   return std::move(output_);
@@ -103,9 +103,11 @@ std::vector<int64_t> CommStream::exchange_counts(const std::vector<int64_t>& sen
   return std::vector<int64_t>(recv.data_ptr<int64_t>(), recv.data_ptr<int64_t>() + recv.numel());
 }
 
-void CommStream::record(const std::string& name, std::int64_t start_us, std::int64_t end_us) {
+void CommStream::record(const std::string& name, const char* category, std::int64_t start_us,
+                        std::int64_t end_us) {
+  if (!options_.trace) return;
   std::lock_guard<std::mutex> lock(mutex_);
-  events_.push_back(runtime::TraceEvent{name, "comm", start_us, end_us - start_us});
+  events_.push_back(runtime::TraceEvent{name, category, start_us, end_us - start_us});
 }
 
 std::vector<runtime::TraceEvent> CommStream::trace_events() const {

@@ -53,6 +53,13 @@ runtime::ForwardResult MoEStage::overlapped_forward_backward(
   MoEStage& bs = *other;
   CommStream& stream = *stream_;
   WeightGradPoint weight_grads;
+  ++num_overlapped_;
+  // Records one compute component (category "compute", nested in the FB op) when the stream traces.
+  auto timed = [&stream](const std::string& name, auto&& component) {
+    const std::int64_t start = runtime::Trace::now_us();
+    component();
+    stream.record(name, "compute", start, runtime::Trace::now_us());
+  };
 
   Context& fctx = fs.contexts_[key_of(forward.id)];
   fctx = Context();
@@ -73,31 +80,38 @@ runtime::ForwardResult MoEStage::overlapped_forward_backward(
     DecoderBlockImpl* bb = j >= 0 ? &bs.block(j) : nullptr;
     if (f) f->input = i == 0 ? x : detach_point(fctx.blocks[i - 1].output);
 
+    const std::string lf = " F L" + std::to_string(i), lb = " B L" + std::to_string(j);
     if (b) {
-      bb->combine_backward(*b, j == nb - 1 ? grad : bctx.blocks[j + 1].input.grad());
+      timed("combine" + lb, [&] {
+        bb->combine_backward(*b, j == nb - 1 ? grad : bctx.blocks[j + 1].input.grad());
+      });
       bb->combine_backward_launch(*b, stream);
     }
     if (f) {
-      fb->attention_forward(*f);  // attn(F) under combine(B)
+      timed("attn" + lf, [&] { fb->attention_forward(*f); });  // attn(F) under combine(B)
       fb->dispatch_launch(*f, stream);
     }
     if (b) {
       bb->combine_backward_finish(*b);
-      weight_grads.capture([&] { bb->mlp_backward(*b); });  // mlp(B) under dispatch(F)
+      timed("mlp" + lb, [&] {
+        weight_grads.capture([&] { bb->mlp_backward(*b); });  // mlp(B) under dispatch(F)
+      });
       bb->dispatch_backward_launch(*b, stream);
-      weight_grads.run();  // mlp(W)
+      timed("mlp W" + lb, [&] { weight_grads.run(); });  // mlp(W)
     }
     if (f) {
       fb->dispatch_finish(*f);
-      fb->mlp_forward(*f);  // mlp(F) under dispatch(B)
+      timed("mlp" + lf, [&] { fb->mlp_forward(*f); });  // mlp(F) under dispatch(B)
       fb->combine_launch(*f, stream);
     }
     if (b) {
       bb->dispatch_backward_finish(*b);
-      weight_grads.capture([&] { bb->attention_backward(*b); });  // attn(B) under combine(F)
+      timed("attn" + lb, [&] {
+        weight_grads.capture([&] { bb->attention_backward(*b); });  // attn(B) under combine(F)
+      });
     }
-    if (f) fb->combine_finish(*f);
-    if (b) weight_grads.run();  // attn(W)
+    if (f) timed("combine" + lf, [&] { fb->combine_finish(*f); });
+    if (b) timed("attn W" + lb, [&] { weight_grads.run(); });  // attn(W)
   }
 
   fs.end_forward(fctx, fctx.blocks.back().output);

@@ -158,7 +158,9 @@ TEST_P(ExpertParallelTest, MatchesDenseLayer) {
       }
     }
     ASSERT_EQ(expected.defined(), got.defined()) << name;
-    if (expected.defined()) EXPECT_LT(max_abs_diff(got, expected), kTolerance) << name;
+    if (expected.defined()) {
+      EXPECT_LT(max_abs_diff(got, expected), kTolerance) << name;
+    }
   }
 }
 

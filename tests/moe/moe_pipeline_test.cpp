@@ -4,7 +4,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -98,10 +100,12 @@ TEST_P(MoEPipelineTest, MatchesSingleProcessReference) {
   }
 
   std::mutex mutex;
-  int checked_losses = 0, checked_grads = 0;
+  int checked_losses = 0, checked_grads = 0, overlapped = 0, comm_under_fb = 0, bitwise_losses = 0;
   testing::run_grid({kPp, kEp, 1}, [&](runtime::ProcessGrid& grid) {
     const int rank = grid.pp_rank(), p = grid.ep_rank();
-    auto stream = std::make_shared<CommStream>(grid.ep_group());
+    CommStreamOptions stream_options;
+    stream_options.trace = true;
+    auto stream = std::make_shared<CommStream>(grid.ep_group(), stream_options);
     std::vector<runtime::StagePtr> modules;
     std::vector<int> model_stage;
     for (int slot = 0; slot < sched.placement.num_slots(rank); ++slot) {
@@ -111,7 +115,9 @@ TEST_P(MoEPipelineTest, MatchesSingleProcessReference) {
       modules.push_back(stage);
       model_stage.push_back(s);
     }
-    runtime::Pipeline pipeline(c.schedule, modules, grid.pipeline_group());
+    runtime::PipelineOptions pipeline_options;
+    pipeline_options.trace = true;
+    runtime::Pipeline pipeline(c.schedule, modules, grid.pipeline_group(), pipeline_options);
     const int64_t half = batch / 2;
     TensorList inputs, labels;
     if (dualpipe) {
@@ -134,6 +140,23 @@ TEST_P(MoEPipelineTest, MatchesSingleProcessReference) {
           << "rank " << rank << " pipeline " << p << ": " << result.loss << " vs " << expected;
       std::lock_guard<std::mutex> lock(mutex);
       ++checked_losses;
+      bitwise_losses += result.loss.equal(expected);
+    }
+    // The communication track: all-to-alls that ran inside an FB op of the executor's trace.
+    int under = 0;
+    for (const runtime::TraceEvent& op : pipeline.executor().trace().events()) {
+      if (op.name.rfind("FB ", 0) != 0) continue;
+      for (const runtime::TraceEvent& a2a : stream->trace_events()) {
+        if (a2a.category == std::string("comm") && a2a.start_us >= op.start_us &&
+            a2a.start_us + a2a.duration_us <= op.start_us + op.duration_us) {
+          ++under;
+        }
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      for (auto& m : modules) overlapped += static_cast<MoEStage&>(*m).num_overlapped();
+      comm_under_fb += under;
     }
     const int64_t local = config.num_experts / kEp;
     for (size_t slot = 0; slot < modules.size(); ++slot) {
@@ -166,6 +189,11 @@ TEST_P(MoEPipelineTest, MatchesSingleProcessReference) {
   });
   EXPECT_EQ(checked_losses, dualpipe ? 2 * kEp : kEp);
   EXPECT_GT(checked_grads, 0);
+  // The schedules have FB ops, and the executor ran them through the MoE overlap hook.
+  EXPECT_GT(overlapped, 0);
+  EXPECT_GT(comm_under_fb, 0);
+  std::printf("%s: %d FB hook calls, %d all-to-alls inside FB ops, %d/%d losses bitwise equal\n",
+              c.schedule.c_str(), overlapped, comm_under_fb, bitwise_losses, checked_losses);
 }
 
 INSTANTIATE_TEST_SUITE_P(Schedules, MoEPipelineTest,

@@ -168,7 +168,9 @@ TEST(MoEStageTest, SegmentedMatchesUnsegmented) {
   auto g = grads_of(*seg), h = grads_of(*ref);
   for (auto& [name, grad] : h) {
     ASSERT_EQ(grad.defined(), g[name].defined()) << name;
-    if (grad.defined()) EXPECT_LT(max_abs_diff(grad, g[name]), 1e-6) << name;
+    if (grad.defined()) {
+      EXPECT_LT(max_abs_diff(grad, g[name]), 1e-6) << name;
+    }
   }
   EXPECT_EQ(seg->num_contexts(), 0u);
 }

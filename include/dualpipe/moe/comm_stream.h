@@ -81,9 +81,14 @@ class CommStream {
 
   const CommStreamOptions& options() const { return options_; }
 
+  // Adds a span to the recorded events when options().trace is set (the overlap hook records its
+  // compute components here, category "compute", so a trace shows which all-to-all ran under which
+  // computation). Thread-safe.
+  void record(const std::string& name, const char* category, std::int64_t start_us,
+              std::int64_t end_us);
+
  private:
   friend class PendingAllToAll;
-  void record(const std::string& name, std::int64_t start_us, std::int64_t end_us);
 
   runtime::CommunicatorPtr comm_;
   CommStreamOptions options_;

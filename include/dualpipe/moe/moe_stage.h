@@ -73,6 +73,8 @@ class MoEStage : public runtime::StageModule {
   CommStream& stream() { return *stream_; }
   // Number of micro-batch contexts held (forward done, backward not yet).
   size_t num_contexts() const { return contexts_.size(); }
+  // How many overlapped FB calls this stage has run as the forward half.
+  int num_overlapped() const { return num_overlapped_; }
 
  private:
   struct Context {
@@ -106,6 +108,7 @@ class MoEStage : public runtime::StageModule {
   RMSNorm final_norm_{nullptr};
   Linear head_{nullptr};
   std::map<Key, Context> contexts_;
+  int num_overlapped_ = 0;
 };
 
 // Cross-entropy of last-stage logits against labels [batch, seq] (int64), summed over tokens
