@@ -115,7 +115,12 @@ void P2PChannel::send(const ItemKey& key, int peer, const TensorList& tensors) {
   const int dst = comm_rank_of_.at(peer);
   for (std::size_t i = 0; i < pending.tensors.size(); ++i) {
     std::vector<at::Tensor> one = {pending.tensors[i]};
-    pending.works.push_back(comm_->send(one, dst, tag_of(key, static_cast<int>(i))));
+    // NOTE: posting itself throws when the peer's connection is already gone.
+    try {
+      pending.works.push_back(comm_->send(one, dst, tag_of(key, static_cast<int>(i))));
+    } catch (const std::exception& e) {
+      fail("sending to", peer, key, e);
+    }
   }
   sends_.push_back(std::move(pending));
   if (trace_ != nullptr)
@@ -128,7 +133,11 @@ void P2PChannel::post_recv(const ItemKey& key, int peer) {
   recv.peer = peer;
   recv.header = at::empty({kHeaderLength}, at::kLong);
   std::vector<at::Tensor> one = {recv.header};
-  recv.header_work = comm_->recv(one, comm_rank_of_.at(peer), tag_of(key, 0));
+  try {
+    recv.header_work = comm_->recv(one, comm_rank_of_.at(peer), tag_of(key, 0));
+  } catch (const std::exception& e) {
+    fail("posting a receive from", peer, key, e);
+  }
 }
 
 void P2PChannel::post_payload(const ItemKey& key, PendingRecv& recv) {
@@ -143,7 +152,11 @@ void P2PChannel::post_payload(const ItemKey& key, PendingRecv& recv) {
     at::Tensor t = at::empty(spec.shape, at::TensorOptions().dtype(spec.dtype));
     recv.tensors.push_back(t);
     std::vector<at::Tensor> one = {t};
-    recv.works.push_back(comm_->recv(one, comm_rank_of_.at(recv.peer), tag_of(key, message++)));
+    try {
+      recv.works.push_back(comm_->recv(one, comm_rank_of_.at(recv.peer), tag_of(key, message++)));
+    } catch (const std::exception& e) {
+      fail("posting a receive from", recv.peer, key, e);
+    }
   }
 }
 

@@ -1,5 +1,6 @@
 #include "dualpipe/runtime/process_group.h"
 
+#include <csignal>
 #include <stdexcept>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #if defined(USE_C10D_NCCL)
@@ -23,6 +24,14 @@ CommunicatorPtr make_communicator(const c10::intrusive_ptr<c10d::Store>& store, 
     throw std::invalid_argument(
         "NCCL was requested but this LibTorch was built without CUDA/NCCL; use the Gloo backend");
 #endif
+  }
+  // NOTE: Gloo writes to TCP sockets without MSG_NOSIGNAL, so a peer that died turns the next
+  // write into SIGPIPE, which kills a C++ process (Python ignores SIGPIPE, so PyTorch users never
+  // see it). Ignore it unless the program installed its own handler: the write then fails with
+  // EPIPE and surfaces as an error naming the peer.
+  struct sigaction current {};
+  if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+    std::signal(SIGPIPE, SIG_IGN);
   }
   auto gloo_options = c10d::ProcessGroupGloo::Options::create(options.timeout);
   gloo_options->devices.push_back(

@@ -31,6 +31,9 @@ inline std::vector<std::exception_ptr> run_ranks(
         CommunicatorOptions options;
         options.timeout = timeout;
         CommunicatorPtr comm = make_communicator(store, rank, size, options);
+        // NOTE: Gloo's connect can return on one rank while a peer still handshakes; a rank
+        // that then fails fast and drops its communicator would break the peer's connect.
+        comm->barrier()->wait();
         body(rank, comm);
       } catch (...) {
         errors[rank] = std::current_exception();
