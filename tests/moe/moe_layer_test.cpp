@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "rank_threads.h"
+#include "small_config.h"
 
 namespace dualpipe::moe {
 namespace {
@@ -18,16 +19,6 @@ using testing::run_ranks;
 // NOTE: fp32 tolerance for EP vs dense: the expert matmuls see their rows in other batches and
 // the expert weight gradients sum the ranks' contributions in another order.
 constexpr double kTolerance = 1e-6;
-
-ModelConfig small_config() {
-  ModelConfig config;
-  config.hidden_size = 16;
-  config.num_heads = 2;
-  config.expert_hidden_size = 24;
-  config.num_experts = 4;
-  config.top_k = 2;
-  return config;
-}
 
 // Logit bias forcing token t to the experts choice[t] (a large equal bias on the chosen ones
 // keeps their softmax weights non-trivial).
@@ -41,7 +32,7 @@ at::Tensor force_routing(const std::vector<std::vector<int64_t>>& choice, int64_
 
 TEST(MoELayerTest, DenseMatchesPerTokenFormula) {
   at::manual_seed(1);
-  ModelConfig config = small_config();
+  ModelConfig config = testing::small_config();
   MoELayer layer(config);
   at::Tensor x = at::randn({9, config.hidden_size});
   at::Tensor y = layer->forward(x, nullptr);
@@ -59,7 +50,7 @@ TEST(MoELayerTest, DenseMatchesPerTokenFormula) {
 }
 
 TEST(MoELayerTest, RejectsExpertsNotDivisibleByEpSize) {
-  ModelConfig config = small_config();
+  ModelConfig config = testing::small_config();
   config.num_experts = 6;
   try {
     MoELayer layer(config, 0, 4);
@@ -102,7 +93,7 @@ class ExpertParallelTest : public ::testing::TestWithParam<RoutingCase> {};
 TEST_P(ExpertParallelTest, MatchesDenseLayer) {
   const RoutingCase& c = GetParam();
   constexpr int kEp = 2;
-  ModelConfig config = small_config();
+  ModelConfig config = testing::small_config();
   at::manual_seed(7);
   MoELayer dense(config);
   std::vector<at::Tensor> inputs, grads, biases(kEp);

@@ -14,6 +14,7 @@
 #include "dualpipe/runtime/pipeline.h"
 #include "dualpipe/schedule/registry.h"
 #include "rank_threads.h"
+#include "small_config.h"
 
 namespace dualpipe::moe {
 namespace {
@@ -37,17 +38,6 @@ double cosine_distance(const at::Tensor& a, const at::Tensor& b) {
   return 1.0 - x.dot(y).item<double>() / denom;
 }
 
-ModelConfig small_config() {
-  ModelConfig config;
-  config.hidden_size = 16;
-  config.num_heads = 2;
-  config.expert_hidden_size = 24;
-  config.num_experts = 4;
-  config.top_k = 2;
-  config.vocab_size = 13;
-  return config;
-}
-
 struct Case {
   std::string schedule;
   int microbatches;
@@ -60,7 +50,7 @@ TEST_P(MoEPipelineTest, MatchesSingleProcessReference) {
   const schedule::Schedule sched = schedule::build_schedule(c.schedule, kPp, c.microbatches);
   const int num_stages = sched.num_stages();
   const bool dualpipe = c.schedule == "dualpipe";
-  ModelConfig config = small_config();
+  ModelConfig config = testing::small_config(13);
   runtime::Criterion criterion = language_model_criterion(kMicrobatchSize * kSeq);
   auto stage_options = [&](int s, int ep_rank, int ep_size) {
     return StageOptions{1, s == 0, s == num_stages - 1, ep_rank, ep_size};

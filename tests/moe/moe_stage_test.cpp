@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "rank_threads.h"
+#include "small_config.h"
 
 namespace dualpipe::moe {
 namespace {
@@ -16,17 +17,6 @@ using runtime::MicrobatchId;
 using runtime::TensorList;
 using testing::max_abs_diff;
 using testing::run_ranks;
-
-ModelConfig small_config() {
-  ModelConfig config;
-  config.hidden_size = 16;
-  config.num_heads = 2;
-  config.expert_hidden_size = 24;
-  config.num_experts = 4;
-  config.top_k = 2;
-  config.vocab_size = 11;
-  return config;
-}
 
 std::map<std::string, at::Tensor> grads_of(torch::nn::Module& module) {
   std::map<std::string, at::Tensor> grads;
@@ -73,7 +63,7 @@ class OverlapTest : public ::testing::TestWithParam<int> {};
 //   backward X mb0 (output gradient).
 TEST_P(OverlapTest, OverlappedForwardBackwardIsBitwiseSequential) {
   const int ep_size = GetParam();
-  ModelConfig config = small_config();
+  ModelConfig config = testing::small_config(11);
   at::manual_seed(3);
   Pair dense;
   dense.x = std::make_shared<MoEStage>(config, StageOptions{2, true, false, 0, 1});
@@ -150,7 +140,7 @@ INSTANTIATE_TEST_SUITE_P(EpSizes, OverlapTest, ::testing::Values(1, 2),
 // The segmented forward/backward against plain autograd through the unsegmented model
 // (tolerance: gradients meeting at a detach point are summed in another order).
 TEST(MoEStageTest, SegmentedMatchesUnsegmented) {
-  ModelConfig config = small_config();
+  ModelConfig config = testing::small_config(11);
   at::manual_seed(5);
   auto seg = std::make_shared<MoEStage>(config, StageOptions{2, true, true, 0, 1});
   auto ref = std::make_shared<MoEStage>(config, StageOptions{2, true, true, 0, 1});
