@@ -1,5 +1,7 @@
 // `dualpipe sim` end to end: runs the built binary and checks exit codes and output.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -25,8 +27,9 @@ std::string slurp(const std::string& path) {
   return text.str();
 }
 
+// ctest runs each test in its own process, several at once: the pid keeps their files apart.
 std::string temp_path(const std::string& name) {
-  return ::testing::TempDir() + "dualpipe_sim_cli_" + name;
+  return ::testing::TempDir() + "dualpipe_sim_cli_" + std::to_string(::getpid()) + "_" + name;
 }
 
 CliRun run_sim(const std::string& args) {
