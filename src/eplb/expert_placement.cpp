@@ -119,6 +119,46 @@ ExpertPlacement trivial_placement(int num_layers, int num_logical_experts, int n
   return placement;
 }
 
+ExpertPlacement placement_from_physical_to_logical(
+    const std::vector<std::vector<int>>& physical_to_logical, int num_logical_experts,
+    int num_gpus) {
+  if (num_logical_experts < 1) {
+    throw std::invalid_argument("expert placement needs num_logical_experts >= 1, got " +
+                                std::to_string(num_logical_experts));
+  }
+  ExpertPlacement placement;
+  placement.num_gpus = num_gpus;
+  placement.physical_to_logical = physical_to_logical;
+  std::vector<std::vector<std::vector<int>>> slots;
+  int width = 1;
+  for (size_t layer = 0; layer < physical_to_logical.size(); ++layer) {
+    std::vector<std::vector<int>> of_expert(num_logical_experts);
+    const std::vector<int>& map = physical_to_logical[layer];
+    for (size_t p = 0; p < map.size(); ++p) {
+      if (map[p] < 0 || map[p] >= num_logical_experts) {
+        throw placement_error(static_cast<int>(layer),
+                              "physical " + std::to_string(p) + " holds expert " +
+                                  std::to_string(map[p]) + ", outside [0, " +
+                                  std::to_string(num_logical_experts) + ")");
+      }
+      of_expert[map[p]].push_back(static_cast<int>(p));
+    }
+    for (const std::vector<int>& s : of_expert) width = std::max(width, static_cast<int>(s.size()));
+    slots.push_back(std::move(of_expert));
+  }
+  for (std::vector<std::vector<int>>& of_expert : slots) {
+    std::vector<int> counts;
+    for (std::vector<int>& s : of_expert) {
+      counts.push_back(static_cast<int>(s.size()));
+      s.resize(width, -1);
+    }
+    placement.replica_count.push_back(std::move(counts));
+    placement.logical_to_physical.push_back(std::move(of_expert));
+  }
+  placement.validate();
+  return placement;
+}
+
 std::vector<std::vector<double>> gpu_loads(const ExpertPlacement& placement,
                                            const LoadMatrix& load) {
   const int layers = placement.num_layers();

@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
+
+#include "dualpipe/eplb/rebalance.h"
 
 namespace dualpipe::eplb {
 namespace {
@@ -56,6 +59,33 @@ TEST(ExpertPlacement, ReplicasOfOutOfRangeThrows) {
   EXPECT_THROW(p.replicas_of(1, 0), std::out_of_range);
   EXPECT_THROW(p.replicas_of(0, 4), std::out_of_range);
   EXPECT_THROW(p.replicas_of(0, -1), std::out_of_range);
+}
+
+TEST(ExpertPlacement, FromPhysicalToLogicalDerivesTheOtherMaps) {
+  const ExpertPlacement trivial = trivial_placement(2, 4, 6, 3);
+  const ExpertPlacement back =
+      placement_from_physical_to_logical(trivial.physical_to_logical, 4, 3);
+  EXPECT_EQ(back.logical_to_physical, trivial.logical_to_physical);
+  EXPECT_EQ(back.replica_count, trivial.replica_count);
+  const ExpertPlacement planned =
+      rebalance_experts({{90, 132, 40, 61, 104, 165, 39, 4, 73, 56, 183, 86}}, 16, 4, 2, 8);
+  const ExpertPlacement rebuilt =
+      placement_from_physical_to_logical(planned.physical_to_logical, 12, 8);
+  EXPECT_EQ(rebuilt.replica_count, planned.replica_count);
+  for (int e = 0; e < 12; ++e) {
+    std::vector<int> want = planned.replicas_of(0, e), got = rebuilt.replicas_of(0, e);
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(got, want) << "expert " << e;
+  }
+  try {
+    placement_from_physical_to_logical({{0, 1, 1, 0}}, 3, 2);
+    FAIL() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("expert 2 has replica_count 0"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(placement_from_physical_to_logical({{0, 5}}, 3, 1), std::invalid_argument);
+  EXPECT_THROW(placement_from_physical_to_logical({{0, 1, 2}}, 3, 2), std::invalid_argument);
 }
 
 }  // namespace

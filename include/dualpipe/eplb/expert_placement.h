@@ -46,6 +46,13 @@ struct ExpertPlacement {
 ExpertPlacement trivial_placement(int num_layers, int num_logical_experts, int num_physical_experts,
                                   int num_gpus);
 
+// The placement whose physical_to_logical is `physical_to_logical` (`[layer][physical]`), with
+// the other two maps derived from it (replicas in ascending slot order). Throws
+// std::invalid_argument as validate() does, e.g. for an expert without a slot.
+ExpertPlacement placement_from_physical_to_logical(
+    const std::vector<std::vector<int>>& physical_to_logical, int num_logical_experts,
+    int num_gpus);
+
 // `[layer][gpu]` -> load on that GPU when each expert's load is split evenly among its
 // replicas. Throws std::invalid_argument when `load`'s shape does not match the placement.
 std::vector<std::vector<double>> gpu_loads(const ExpertPlacement& placement,
