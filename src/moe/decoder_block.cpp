@@ -67,6 +67,7 @@ void DecoderBlockImpl::attention_forward(BlockState& s) {
   at::Tensor normed = norm2_->forward(h).reshape({-1, hidden_size_});
   Routing routing = moe_->route(normed);
   s.plan = moe_->make_plan(routing);
+  moe_->record_load(s.plan);
   s.residual = make_boundary(h, true);
   s.normed = make_boundary(normed, true);
   s.weights = make_boundary(routing.weights, true);

@@ -24,6 +24,10 @@ void ModelConfig::validate() const {
         "ModelConfig needs 1 <= top_k <= num_experts, got top_k=" + std::to_string(top_k) +
         ", num_experts=" + std::to_string(num_experts));
   }
+  if (num_redundant_experts < 0) {
+    throw std::invalid_argument("ModelConfig needs num_redundant_experts >= 0, got " +
+                                std::to_string(num_redundant_experts));
+  }
 }
 
 }  // namespace dualpipe::moe

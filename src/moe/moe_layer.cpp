@@ -1,6 +1,7 @@
 #include "dualpipe/moe/moe_layer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/autograd/generated/variable_factories.h>
 
 #include <numeric>
@@ -13,7 +14,7 @@ namespace dualpipe::moe {
 namespace {
 
 std::vector<int64_t> to_vector(const at::Tensor& t) {
-  at::Tensor c = t.to(at::kLong).contiguous();
+  at::Tensor c = t.to(at::kLong).cpu().contiguous();
   return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
 }
 
@@ -21,6 +22,27 @@ void copy_parameters(torch::nn::Module& to, torch::nn::Module& from) {
   at::NoGradGuard no_grad;
   auto source = from.named_parameters();
   for (auto& item : to.named_parameters()) item.value().copy_(source[item.key()]);
+}
+
+// Restores the default CPU generator's state on destruction: modules built inside draw nothing
+// as far as the rest of the model is concerned.
+class GeneratorStateGuard {
+ public:
+  GeneratorStateGuard()
+      : generator_(at::detail::getDefaultCPUGenerator()), state_(generator_.get_state()) {}
+  ~GeneratorStateGuard() { generator_.set_state(state_); }
+  GeneratorStateGuard(const GeneratorStateGuard&) = delete;
+  GeneratorStateGuard& operator=(const GeneratorStateGuard&) = delete;
+
+ private:
+  at::Generator generator_;
+  at::Tensor state_;
+};
+
+std::vector<int> trivial_map(int64_t num_physical, int64_t num_logical) {
+  std::vector<int> map(num_physical);
+  for (int64_t p = 0; p < num_physical; ++p) map[p] = static_cast<int>(p % num_logical);
+  return map;
 }
 
 }  // namespace
@@ -32,16 +54,32 @@ MoELayerImpl::MoELayerImpl(const ModelConfig& config, int ep_rank, int ep_size)
     throw std::invalid_argument("MoELayer needs 0 <= ep_rank < ep_size, got ep_rank=" +
                                 std::to_string(ep_rank) + ", ep_size=" + std::to_string(ep_size));
   }
-  if (config.num_experts % ep_size != 0) {
+  const int64_t num_physical = config.num_physical_experts();
+  if (num_physical % ep_size != 0) {
     throw std::invalid_argument(
         "MoELayer partitions experts evenly over the EP ranks, got num_experts=" +
-        std::to_string(config.num_experts) + ", ep_size=" + std::to_string(ep_size));
+        std::to_string(config.num_experts) +
+        (config.num_redundant_experts > 0
+             ? " + num_redundant_experts=" + std::to_string(config.num_redundant_experts) + " = " +
+                   std::to_string(num_physical) + " physical"
+             : std::string()) +
+        ", ep_size=" + std::to_string(ep_size));
   }
-  num_local_experts_ = config.num_experts / ep_size;
+  num_local_experts_ = num_physical / ep_size;
+  set_physical_to_logical(trivial_map(num_physical, config.num_experts));
+  reset_token_counts();
   router_ = register_module("router", Router(config.hidden_size, config.num_experts, config.top_k));
   experts_ = register_module("experts", torch::nn::ModuleList());
   for (int64_t e = 0; e < num_local_experts_; ++e) {
+    const int64_t physical = first_expert() + e;
+    if (physical < config.num_experts) {
+      experts_->push_back(SwiGLUExpert(config.hidden_size, config.expert_hidden_size));
+      continue;
+    }
+    GeneratorStateGuard draws_nothing;
     experts_->push_back(SwiGLUExpert(config.hidden_size, config.expert_hidden_size));
+    const int64_t source = physical_to_logical_[physical] - first_expert();
+    if (source >= 0 && source < e) copy_parameters(*experts_[e], *experts_[source]);
   }
   if (config.shared_expert) {
     shared_ =
@@ -49,19 +87,103 @@ MoELayerImpl::MoELayerImpl(const ModelConfig& config, int ep_rank, int ep_size)
   }
 }
 
+SwiGLUExpertImpl& MoELayerImpl::local_expert(int64_t slot) {
+  if (slot < 0 || slot >= num_local_experts_) {
+    throw std::out_of_range("MoELayer local expert slot " + std::to_string(slot) + " outside [0, " +
+                            std::to_string(num_local_experts_) + ")");
+  }
+  return *experts_[slot]->as<SwiGLUExpertImpl>();
+}
+
+void MoELayerImpl::set_physical_to_logical(const std::vector<int>& map) {
+  replicas_ = replica_lists(map);
+  physical_to_logical_ = map;
+}
+
+void MoELayerImpl::check_physical_to_logical(const std::vector<int>& map) const {
+  replica_lists(map);
+}
+
+std::vector<std::vector<int>> MoELayerImpl::replica_lists(const std::vector<int>& map) const {
+  const int64_t num_physical = config_.num_physical_experts();
+  const int64_t num_logical = config_.num_experts;
+  if (static_cast<int64_t>(map.size()) != num_physical) {
+    throw std::invalid_argument("MoELayer placement needs one entry per physical expert (" +
+                                std::to_string(num_physical) + "), got " +
+                                std::to_string(map.size()));
+  }
+  std::vector<std::vector<int>> replicas(num_logical);
+  for (int64_t p = 0; p < num_physical; ++p) {
+    if (map[p] < 0 || map[p] >= num_logical) {
+      throw std::invalid_argument("MoELayer placement: physical expert " + std::to_string(p) +
+                                  " holds expert " + std::to_string(map[p]) + ", outside [0, " +
+                                  std::to_string(num_logical) + ")");
+    }
+    replicas[map[p]].push_back(static_cast<int>(p));
+  }
+  for (int64_t e = 0; e < num_logical; ++e) {
+    if (replicas[e].empty()) {
+      throw std::invalid_argument("MoELayer placement: expert " + std::to_string(e) +
+                                  " has no physical slot");
+    }
+  }
+  return replicas;
+}
+
+void MoELayerImpl::set_token_counts(const std::vector<int64_t>& counts) {
+  if (static_cast<int64_t>(counts.size()) != config_.num_experts) {
+    throw std::invalid_argument("MoELayer token counts need " +
+                                std::to_string(config_.num_experts) + " entries, got " +
+                                std::to_string(counts.size()));
+  }
+  token_counts_ = counts;
+}
+
+void MoELayerImpl::record_load(const DispatchPlan& plan) {
+  if (!at::GradMode::is_enabled()) return;
+  for (size_t e = 0; e < token_counts_.size(); ++e) token_counts_[e] += plan.logical_counts[e];
+}
+
 DispatchPlan MoELayerImpl::make_plan(const Routing& routing) const {
   DispatchPlan plan;
   plan.num_tokens = routing.expert_ids.size(0);
   plan.top_k = routing.expert_ids.size(1);
-  at::Tensor flat = routing.expert_ids.reshape({-1});
-  at::Tensor order = std::get<1>(at::sort(flat, /*stable=*/true, 0, /*descending=*/false));
-  plan.sorted_token = at::floor_divide(order, plan.top_k);
-  plan.unsort =
-      at::empty_like(order).scatter_(0, order, at::arange(order.numel(), order.options()));
-  plan.send_counts = to_vector(at::bincount(flat, {}, config_.num_experts));
+  const int64_t num_logical = config_.num_experts;
+  const int64_t num_physical = config_.num_physical_experts();
+  const std::vector<int64_t> logical = to_vector(routing.expert_ids.reshape({-1}));
+  const int64_t pairs = static_cast<int64_t>(logical.size());
+  // Each pair goes to one replica of its expert: the j-th pair of expert e on this rank to
+  // replica (ep_rank + j) % replicas, so the ranks start their round-robin at different replicas.
+  plan.logical_counts.assign(num_logical, 0);
+  plan.send_counts.assign(num_physical, 0);
+  std::vector<int64_t> physical(pairs);
+  for (int64_t i = 0; i < pairs; ++i) {
+    const int64_t e = logical[i];
+    if (e < 0 || e >= num_logical) {
+      throw std::invalid_argument("MoELayer routing chose expert " + std::to_string(e) +
+                                  ", outside [0, " + std::to_string(num_logical) + ")");
+    }
+    const std::vector<int>& replicas = replicas_[e];
+    const int64_t n = static_cast<int64_t>(replicas.size());
+    physical[i] = n == 1 ? replicas[0] : replicas[(ep_rank_ + plan.logical_counts[e]) % n];
+    ++plan.logical_counts[e];
+    ++plan.send_counts[physical[i]];
+  }
+  // Stable counting sort of the pairs by physical slot.
+  std::vector<int64_t> next(num_physical, 0);
+  for (int64_t p = 1; p < num_physical; ++p) next[p] = next[p - 1] + plan.send_counts[p - 1];
+  std::vector<int64_t> sorted_token(pairs), unsort(pairs);
+  for (int64_t i = 0; i < pairs; ++i) {
+    const int64_t row = next[physical[i]]++;
+    sorted_token[row] = i / plan.top_k;
+    unsort[i] = row;
+  }
+  const at::Device device = routing.expert_ids.device();
+  plan.sorted_token = at::tensor(sorted_token, at::kLong).to(device);
+  plan.unsort = at::tensor(unsort, at::kLong).to(device);
   plan.send_splits.assign(ep_size_, 0);
-  for (int64_t e = 0; e < config_.num_experts; ++e) {
-    plan.send_splits[e / num_local_experts_] += plan.send_counts[e];
+  for (int64_t p = 0; p < num_physical; ++p) {
+    plan.send_splits[p / num_local_experts_] += plan.send_counts[p];
   }
   return plan;
 }
@@ -139,6 +261,7 @@ at::Tensor MoELayerImpl::combine(const at::Tensor& returned, const DispatchPlan&
 at::Tensor MoELayerImpl::forward(const at::Tensor& x, CommStream* stream) {
   Routing routing = route(x);
   DispatchPlan plan = make_plan(routing);
+  record_load(plan);
   complete_plan(plan, stream);
   at::Tensor send = permute(x, plan);
   at::Tensor received =
@@ -162,7 +285,8 @@ void MoELayerImpl::copy_from_dense(MoELayerImpl& dense) {
   copy_parameters(*router_, *dense.router_);
   if (shared_) copy_parameters(*shared_, *dense.shared_);
   for (int64_t e = 0; e < num_local_experts_; ++e) {
-    copy_parameters(*experts_[e], *dense.experts_[first_expert() + e]);
+    const int logical = physical_to_logical_[first_expert() + e];
+    copy_parameters(*experts_[e], *dense.experts_[dense.replicas_[logical].front()]);
   }
 }
 
