@@ -112,6 +112,12 @@ Command add_train_command(CLI::App& app) {
   add(sub, *o, "--heads", &train::TrainConfig::num_heads, "Attention heads");
   add(sub, *o, "--experts", &train::TrainConfig::num_experts, "Routed experts per layer");
   add(sub, *o, "--top-k", &train::TrainConfig::top_k, "Experts per token");
+  add(sub, *o, "--redundant-experts", &train::TrainConfig::redundant_experts,
+      "Extra physical expert slots per layer for replicas of hot experts (EPLB); experts + "
+      "redundant must be a multiple of --ep");
+  add(sub, *o, "--eplb-interval", &train::TrainConfig::eplb_interval,
+      "Rebalance the expert placement (EPLB) every N steps from the tokens counted per expert "
+      "since the last rebalance; 0: never");
   add(sub, *o, "--microbatches", &train::TrainConfig::num_microbatches,
       "Micro-batches per step (DualPipe: half per direction, at least 2 x ranks)");
   add(sub, *o, "--microbatch-size", &train::TrainConfig::microbatch_size,

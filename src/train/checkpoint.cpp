@@ -101,6 +101,8 @@ NamedTensors load_tensors(const std::string& path) {
 }
 
 nlohmann::json to_json(const Manifest& m) {
+  nlohmann::json placement = nlohmann::json::array();
+  for (const std::vector<int>& layer : m.expert_placement) placement.push_back(layer);
   return nlohmann::json{{"step", m.step},
                         {"num_ranks", m.num_ranks},
                         {"schedule", m.schedule},
@@ -110,8 +112,21 @@ nlohmann::json to_json(const Manifest& m) {
                         {"data_position", m.data_position},
                         {"data_seed", m.data_seed},
                         {"config", m.config},
-                        {"losses", m.losses}};
+                        {"losses", m.losses},
+                        {"expert_placement", placement}};
 }
+
+namespace {
+
+std::vector<int> get_layer(const nlohmann::json& layer) {
+  try {
+    return layer.get<std::vector<int>>();
+  } catch (const nlohmann::json::exception&) {
+    throw std::invalid_argument("manifest key \"expert_placement\" has the wrong type");
+  }
+}
+
+}  // namespace
 
 Manifest manifest_from_json(const nlohmann::json& json) {
   Manifest m;
@@ -125,6 +140,15 @@ Manifest manifest_from_json(const nlohmann::json& json) {
   m.data_seed = get<std::uint64_t>(json, "data_seed");
   m.config = json.value("config", nlohmann::json::object());
   m.losses = json.value("losses", nlohmann::json::array());
+  if (json.contains("expert_placement")) {
+    const nlohmann::json& placement = json.at("expert_placement");
+    if (!placement.is_array()) {
+      throw std::invalid_argument("manifest key \"expert_placement\" has the wrong type");
+    }
+    for (const nlohmann::json& layer : placement) {
+      m.expert_placement.push_back(get_layer(layer));
+    }
+  }
   return m;
 }
 

@@ -32,6 +32,18 @@ LoadedModel load_model(const std::string& run_dir) {
   }
   for (int s = 0; s < model.config.num_stages(); ++s) {
     auto stage = build_stage(model.config, s);
+    if (!manifest.expert_placement.empty()) {
+      // The experts sit in the slots of the run's last EPLB placement: route by it.
+      for (int b = 0; b < stage->num_blocks(); ++b) {
+        const std::size_t layer = static_cast<std::size_t>(s * stage->num_blocks() + b);
+        if (layer >= manifest.expert_placement.size()) {
+          throw std::invalid_argument("checkpoint in " + run_dir + " places experts of " +
+                                      std::to_string(manifest.expert_placement.size()) +
+                                      " layers, the model has more");
+        }
+        stage->block(b).moe()->set_physical_to_logical(manifest.expert_placement[layer]);
+      }
+    }
     load_stage_state(*stage, s, all);
     stage->eval();
     model.stages.push_back(stage);

@@ -15,6 +15,7 @@ moe::ModelConfig model_config(const TrainConfig& config) {
   m.expert_hidden_size = 2 * config.hidden_size;
   m.num_experts = config.num_experts;
   m.top_k = config.top_k;
+  m.num_redundant_experts = config.redundant_experts;
   m.shared_expert = true;
   m.vocab_size = kByteVocabSize;
   return m;

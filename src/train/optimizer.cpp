@@ -14,10 +14,20 @@ AdamW::AdamW(std::vector<std::string> names, std::vector<at::Tensor> params, Ada
     throw std::invalid_argument("AdamW got " + std::to_string(names_.size()) + " names for " +
                                 std::to_string(params_.size()) + " parameters");
   }
-  for (const at::Tensor& p : params_) {
-    exp_avg_.push_back(at::zeros_like(p));
-    exp_avg_sq_.push_back(at::zeros_like(p));
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    exp_avg_.push_back(at::zeros_like(params_[i]));
+    exp_avg_sq_.push_back(at::zeros_like(params_[i]));
+    index_of_[params_[i].unsafeGetTensorImpl()] = i;
   }
+}
+
+std::vector<at::Tensor> AdamW::state_of(const at::Tensor& parameter) const {
+  auto it = index_of_.find(parameter.unsafeGetTensorImpl());
+  if (it == index_of_.end()) {
+    throw std::invalid_argument("AdamW does not update this tensor of shape " +
+                                c10::str(parameter.sizes()));
+  }
+  return {exp_avg_[it->second], exp_avg_sq_[it->second]};
 }
 
 void AdamW::step(double lr) {

@@ -79,9 +79,17 @@ void TrainConfig::validate() const {
   require(hidden_size >= 1 && num_heads >= 1 && hidden_size % num_heads == 0,
           "hidden_size must be a positive multiple of num_heads, got hidden_size=" +
               std::to_string(hidden_size) + " num_heads=" + std::to_string(num_heads));
-  require(num_experts >= 1 && num_experts % ep == 0,
-          "num_experts must be a positive multiple of ep, got num_experts=" +
-              std::to_string(num_experts) + " ep=" + std::to_string(ep));
+  require(redundant_experts >= 0 && eplb_interval >= 0,
+          "redundant_experts and eplb_interval must be >= 0, got " +
+              std::to_string(redundant_experts) + " and " + std::to_string(eplb_interval));
+  require(num_experts >= 1 && (num_experts + redundant_experts) % ep == 0,
+          redundant_experts == 0
+              ? "num_experts must be a positive multiple of ep, got num_experts=" +
+                    std::to_string(num_experts) + " ep=" + std::to_string(ep)
+              : "num_experts + redundant_experts (the physical experts) must be a multiple of ep, "
+                "got num_experts=" +
+                    std::to_string(num_experts) + " redundant_experts=" +
+                    std::to_string(redundant_experts) + " ep=" + std::to_string(ep));
   require(top_k >= 1 && top_k <= num_experts,
           "top_k must be in [1, num_experts], got top_k=" + std::to_string(top_k) +
               " num_experts=" + std::to_string(num_experts));
@@ -110,6 +118,8 @@ nlohmann::json to_json(const TrainConfig& c) {
                         {"num_heads", c.num_heads},
                         {"num_experts", c.num_experts},
                         {"top_k", c.top_k},
+                        {"redundant_experts", c.redundant_experts},
+                        {"eplb_interval", c.eplb_interval},
                         {"num_microbatches", c.num_microbatches},
                         {"microbatch_size", c.microbatch_size},
                         {"seq_len", c.seq_len},
@@ -144,6 +154,8 @@ TrainConfig config_from_json(const nlohmann::json& json, const TrainConfig& base
   read_key(json, "num_heads", c.num_heads);
   read_key(json, "num_experts", c.num_experts);
   read_key(json, "top_k", c.top_k);
+  read_key(json, "redundant_experts", c.redundant_experts);
+  read_key(json, "eplb_interval", c.eplb_interval);
   read_key(json, "num_microbatches", c.num_microbatches);
   read_key(json, "microbatch_size", c.microbatch_size);
   read_key(json, "seq_len", c.seq_len);

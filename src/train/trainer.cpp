@@ -18,6 +18,7 @@
 #include "dualpipe/runtime/process_grid.h"
 #include "dualpipe/schedule/registry.h"
 #include "dualpipe/train/checkpoint.h"
+#include "dualpipe/train/expert_balancer.h"
 #include "dualpipe/train/loss_curve.h"
 #include "dualpipe/train/metrics.h"
 #include "dualpipe/train/model.h"
@@ -55,6 +56,23 @@ RankModel build_rank_model(const TrainConfig& config, const schedule::Placement&
     model.stage_of_slot.push_back(stage);
   }
   return model;
+}
+
+// Every MoE layer module of this rank with its index in the model.
+std::vector<LocalLayer> local_layers(const RankModel& model) {
+  std::vector<LocalLayer> layers;
+  for (std::size_t slot = 0; slot < model.stages.size(); ++slot) {
+    moe::MoEStage& stage = *model.stages[slot];
+    for (int b = 0; b < stage.num_blocks(); ++b) {
+      LocalLayer l;
+      l.stage = model.stage_of_slot[slot];
+      l.block = b;
+      l.layer = l.stage * stage.num_blocks() + b;
+      l.module = stage.block(b).moe().get();
+      layers.push_back(l);
+    }
+  }
+  return layers;
 }
 
 void allreduce_sum(const runtime::CommunicatorPtr& comm, at::Tensor& tensor,
@@ -112,16 +130,6 @@ double ordered_sum(const at::Tensor& slots, int64_t count) {
   return sum;
 }
 
-std::string read_store(runtime::DistributedContext& context, const std::string& key) {
-  const std::vector<uint8_t> bytes = context.store->get(key);
-  return std::string(bytes.begin(), bytes.end());
-}
-
-void write_store(runtime::DistributedContext& context, const std::string& key,
-                 const std::string& value) {
-  context.store->set(key, std::vector<uint8_t>(value.begin(), value.end()));
-}
-
 double peak_rss_mib() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -172,12 +180,16 @@ RunResult train_rank(const TrainConfig& config, runtime::DistributedContext& con
   AdamWOptions adam;
   adam.weight_decay = config.weight_decay;
   AdamW optimizer(names, params, adam);
+  ExpertBalancer balancer(config, local_layers(model), context.world, grid.ep_group(), timeout);
+  const moe::CompanionTensors moments = [&optimizer](const at::Tensor& p) {
+    return optimizer.state_of(p);
+  };
+  int rebalances = 0;
+  std::optional<RebalanceReport> last_rebalance;
 
   TrainingData data = load_training_data(config);
   const int64_t tokens_per_step =
       static_cast<int64_t>(config.ep) * C * config.microbatch_size * config.seq_len;
-  const moe::ModelConfig mc = model_config(config);
-  (void)mc;
   const runtime::Criterion criterion =
       moe::language_model_criterion(static_cast<double>(tokens_per_step));
   const int64_t eval_rows = data.held_out.size(0);
@@ -207,6 +219,8 @@ RunResult train_rank(const TrainConfig& config, runtime::DistributedContext& con
       load_stage_state(*model.stages[slot], model.stage_of_slot[slot], tensors);
     }
     optimizer.load_state(tensors, "opt.");
+    if (!manifest.expert_placement.empty()) balancer.restore_placement(manifest.expert_placement);
+    balancer.load_counts(tensors);
     data.loader.set_position(manifest.data_position);
     start_step = manifest.step;
     if (manifest.config.contains("initial_held_out_loss")) {
@@ -240,6 +254,7 @@ RunResult train_rank(const TrainConfig& config, runtime::DistributedContext& con
       tensors.insert(s.begin(), s.end());
     }
     optimizer.save_state(tensors, "opt.");
+    balancer.save_counts(tensors);
     save_tensors((fs::path(config.run_dir) / rank_file_name(step, context.env.rank)).string(),
                  tensors);
     barrier();  // every rank's file is on disk before the manifest names it
@@ -254,6 +269,7 @@ RunResult train_rank(const TrainConfig& config, runtime::DistributedContext& con
       m.data_position = data.loader.position();
       m.data_seed = data.loader.seed();
       m.config = to_json(config);
+      m.expert_placement = balancer.placement();
       if (initial_held_out) m.config["initial_held_out_loss"] = *initial_held_out;
       commit_checkpoint(config.run_dir, m);
     }
@@ -270,8 +286,14 @@ RunResult train_rank(const TrainConfig& config, runtime::DistributedContext& con
         << config.num_layers << " MoE layers (hidden " << config.hidden_size << ", "
         << config.num_experts << " experts, top-" << config.top_k << "), " << C
         << " micro-batches x " << config.microbatch_size << " x " << config.seq_len
-        << " bytes per step; data " << (config.data.empty() ? kDefaultCorpusPath : config.data)
-        << " (" << data.split.train.size() << " train / " << data.split.held_out.size()
+        << " bytes per step"
+        << (config.eplb_interval > 0
+                ? "; EPLB every " + std::to_string(config.eplb_interval) + " steps over " +
+                      std::to_string(config.num_experts + config.redundant_experts) +
+                      " physical experts"
+                : std::string())
+        << "; data " << (config.data.empty() ? kDefaultCorpusPath : config.data) << " ("
+        << data.split.train.size() << " train / " << data.split.held_out.size()
         << " held-out bytes); run folder " << config.run_dir << "\n";
     if (control.resume) out << "resuming from the checkpoint of step " << start_step << "\n";
     out.flush();
@@ -311,6 +333,7 @@ RunResult train_rank(const TrainConfig& config, runtime::DistributedContext& con
                                       pipeline.executor().activation_peak(), peak_rss_mib(), step);
     }
     sync_ep_gradients(model, grid.ep_group(), timeout);
+    balancer.sum_replica_gradients();
     if (step == control.inject_nonfinite_step && step_result.loss.defined()) {
       step_result.loss = step_result.loss.clone();
       step_result.loss[std::min<int64_t>(1, step_result.loss.numel() - 1)] = NAN;
@@ -339,6 +362,20 @@ RunResult train_rank(const TrainConfig& config, runtime::DistributedContext& con
     const double loss = ordered_sum(slots, config.ep * C);
     optimizer.step(learning_rate_at(step, config.steps, config.warmup_steps, config.learning_rate));
     optimizer.zero_grad();
+    if (balancer.due(step)) {
+      const RebalanceReport r = balancer.rebalance(moments);
+      ++rebalances;
+      last_rebalance = r;
+      if (leader) {
+        char line[256];
+        std::snprintf(line, sizeof(line),
+                      "step %d: EPLB rebalanced from %.0f routed tokens: %d of %d layers changed "
+                      "placement; per-GPU token imbalance (max/mean) %.3f -> %.3f\n",
+                      step, r.tokens, r.layers_changed, config.num_layers, r.imbalance_before,
+                      r.imbalance_after);
+        out << line << std::flush;
+      }
+    }
     const double step_seconds = seconds_since(step_start);
     trained_seconds += step_seconds;
     result.step = step;
@@ -390,6 +427,15 @@ RunResult train_rank(const TrainConfig& config, runtime::DistributedContext& con
     summary["seconds"] = seconds_since(run_start);
     summary["unigram_loss"] = data.unigram_loss;
     summary["held_out_loss_start"] = *initial_held_out;
+    if (config.eplb_interval > 0) {
+      summary["eplb"]["rebalances"] = rebalances;
+      summary["eplb"]["expert_placement"] = balancer.placement();
+      if (last_rebalance) {
+        summary["eplb"]["last_imbalance_before"] = last_rebalance->imbalance_before;
+        summary["eplb"]["last_imbalance_after"] = last_rebalance->imbalance_after;
+        summary["eplb"]["last_layers_changed"] = last_rebalance->layers_changed;
+      }
+    }
     if (!rows.empty()) {
       summary["train_loss_start"] = rows.front().loss;
       summary["train_loss_end"] = rows.back().loss;

@@ -33,6 +33,21 @@ TEST(TrainConfig, ValidationNamesTheValues) {
   c = TrainConfig{};
   c.top_k = 5;
   EXPECT_THROW(c.validate(), std::invalid_argument);
+  c = TrainConfig{};
+  c.ep = 2;
+  c.redundant_experts = 1;
+  try {
+    c.validate();
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("num_experts=4 redundant_experts=1 ep=2"),
+              std::string::npos)
+        << e.what();
+  }
+  c.redundant_experts = 2;
+  EXPECT_NO_THROW(c.validate());
+  c.eplb_interval = -1;
+  EXPECT_THROW(c.validate(), std::invalid_argument);
 }
 
 TEST(TrainConfig, JsonRoundTripAndUnknownKeys) {
@@ -40,6 +55,8 @@ TEST(TrainConfig, JsonRoundTripAndUnknownKeys) {
   c.hidden_size = 96;
   c.learning_rate = 0.01;
   c.data = "/tmp/x";
+  c.redundant_experts = 2;
+  c.eplb_interval = 25;
   const TrainConfig back = config_from_json(to_json(c));
   EXPECT_EQ(to_json(back), to_json(c));
   EXPECT_THROW(config_from_json(nlohmann::json{{"hiden_size", 3}}), std::invalid_argument);
@@ -69,6 +86,9 @@ TEST(TrainConfig, HashIgnoresRunLengthButNotArithmetic) {
   b.checkpoint_interval = 3;
   EXPECT_EQ(config_hash(a), config_hash(b));
   b.seed = a.seed + 1;
+  EXPECT_NE(config_hash(a), config_hash(b));
+  b = a;
+  b.redundant_experts = 4;
   EXPECT_NE(config_hash(a), config_hash(b));
   EXPECT_EQ(config_hash(a).size(), 16u);
 }

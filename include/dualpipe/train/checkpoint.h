@@ -41,6 +41,9 @@ struct Manifest {
   std::uint64_t data_seed = 0;
   nlohmann::json config;  // the run's TrainConfig (to_json)
   nlohmann::json losses;  // per-step train losses so far (for the resumed run's curve)
+  // The expert placement (EPLB) in force: [layer][physical slot] -> logical expert, the same on
+  // every rank. Empty when the checkpoint predates it (the trivial placement).
+  std::vector<std::vector<int>> expert_placement;
 };
 
 nlohmann::json to_json(const Manifest& manifest);

@@ -6,6 +6,7 @@
 #include <ATen/Tensor.h>
 
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "dualpipe/train/checkpoint.h"
@@ -29,6 +30,10 @@ class AdamW {
   void step(double lr);
   void zero_grad();
   int64_t num_steps() const { return step_; }
+  // The state tensors of `parameter` (its moments exp_avg, exp_avg_sq; live, not copies), e.g. to
+  // move them with an expert. Throws std::invalid_argument for a tensor the optimiser does not
+  // update.
+  std::vector<at::Tensor> state_of(const at::Tensor& parameter) const;
 
   // Copies of the moments as "<prefix><name>.exp_avg" / ".exp_avg_sq" plus "<prefix>step".
   void save_state(NamedTensors& out, const std::string& prefix) const;
@@ -41,6 +46,7 @@ class AdamW {
   std::vector<at::Tensor> params_;
   std::vector<at::Tensor> exp_avg_;
   std::vector<at::Tensor> exp_avg_sq_;
+  std::unordered_map<const void*, std::size_t> index_of_;  // parameter's TensorImpl -> index
   AdamWOptions options_;
   int64_t step_ = 0;
 };

@@ -20,6 +20,11 @@ struct TrainConfig {
   int num_heads = 4;
   int num_experts = 4;
   int top_k = 2;
+  // Expert-parallel load balancing (EPLB): extra physical expert slots per layer for replicas of
+  // hot experts, and the steps between rebalances from the tokens counted since the last one
+  // (0: never; the placement stays trivial).
+  int redundant_experts = 0;
+  int eplb_interval = 0;
   // Batch.
   int num_microbatches = 8;  // per step, in total (DualPipe: half per direction)
   int microbatch_size = 4;   // sequences per micro-batch
