@@ -9,12 +9,30 @@
 namespace dualpipe::runtime {
 namespace {
 
-constexpr int kHeaderLength = 64;     // int64 words
-constexpr int kMessagesPerItem = 16;  // one header + at most 15 tensors
-constexpr int kMaxTensors = kMessagesPerItem - 1;
+constexpr int kHeaderLength = 64;  // int64 words
+constexpr int kMaxTensors = 15;
+// Message 0 is the header; messages 1..15 carry the payload (or, after a failed prediction,
+// throw-away tensors of the predicted specs) and messages 16..30 the payload after a failed
+// prediction.
+constexpr int kFirstPayload = 1;
+constexpr int kFirstUnpredictedPayload = 1 + kMaxTensors;
+constexpr int kMessagesPerItem = 1 + 2 * kMaxTensors + 1;
 
-at::Tensor encode_header(const TensorList& tensors, const ItemKey& key) {
-  std::vector<std::int64_t> words = {static_cast<std::int64_t>(tensors.size())};
+// How an item's payload travels (the header's first word).
+enum Protocol : std::int64_t {
+  kFirstOfStream = 0,    // payload on messages 1.., posted from this header
+  kPredicted = 1,        // payload on messages 1.., posted from the stream's first specs
+  kPredictionFailed = 2  // throw-away tensors of the predicted specs on 1.., payload on 16..
+};
+
+std::vector<TensorSpec> specs_of(const TensorList& tensors) {
+  std::vector<TensorSpec> specs;
+  for (const at::Tensor& t : tensors) specs.push_back(TensorSpec::of(t));
+  return specs;
+}
+
+at::Tensor encode_header(const TensorList& tensors, const ItemKey& key, Protocol protocol) {
+  std::vector<std::int64_t> words = {protocol, static_cast<std::int64_t>(tensors.size())};
   for (const at::Tensor& t : tensors) {
     words.push_back(t.defined() ? 1 : 0);
     words.push_back(t.defined() ? static_cast<std::int64_t>(t.scalar_type()) : 0);
@@ -34,10 +52,11 @@ at::Tensor encode_header(const TensorList& tensors, const ItemKey& key) {
   return header;
 }
 
-std::vector<TensorSpec> decode_header(const at::Tensor& header) {
+std::vector<TensorSpec> decode_header(const at::Tensor& header, Protocol* protocol) {
   const std::int64_t* w = header.data_ptr<std::int64_t>();
-  std::vector<TensorSpec> specs(static_cast<std::size_t>(w[0]));
-  int i = 1;
+  *protocol = static_cast<Protocol>(w[0]);
+  std::vector<TensorSpec> specs(static_cast<std::size_t>(w[1]));
+  int i = 2;
   for (TensorSpec& spec : specs) {
     spec.defined = w[i++] != 0;
     spec.dtype = static_cast<at::ScalarType>(w[i++]);
@@ -69,7 +88,67 @@ P2PChannel::P2PChannel(CommunicatorPtr comm, int rank, std::vector<int> comm_ran
       num_stages_(num_stages),
       max_microbatches_(max_microbatches),
       timeout_(timeout),
-      trace_(trace) {}
+      trace_(trace) {
+  sender_ = std::thread([this] { run_sender(); });
+}
+
+P2PChannel::~P2PChannel() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  wake_sender_.notify_all();
+  sender_.join();
+}
+
+void P2PChannel::run_sender() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (true) {
+    wake_sender_.wait(lock, [this] { return stop_ || !to_post_.empty(); });
+    if (stop_) return;
+    PendingSend* send = to_post_.front();
+    to_post_.pop_front();
+    posting_ = true;
+    lock.unlock();
+    const std::int64_t start = Trace::now_us();
+    std::vector<WorkPtr> works;
+    std::exception_ptr error;
+    const int dst = comm_rank_of_.at(send->peer);
+    for (std::size_t i = 0; i < send->tensors.size(); ++i) {
+      std::vector<at::Tensor> one = {send->tensors[i]};
+      // NOTE: posting itself throws when the peer's connection is already gone.
+      try {
+        works.push_back(comm_->send(one, dst, tag_of(send->key, send->messages[i])));
+      } catch (const std::exception& e) {
+        try {
+          fail("sending to", send->peer, send->key, e);
+        } catch (...) {
+          error = std::current_exception();
+        }
+        break;
+      }
+    }
+    lock.lock();
+    send->works = std::move(works);
+    send->posted = error == nullptr;
+    posting_ = false;
+    if (error && !send_error_) send_error_ = error;
+    if (trace_ != nullptr) {
+      send_events_.push_back({"send " + to_string(send->key) + " -> " + std::to_string(send->peer),
+                              "send", start, Trace::now_us() - start});
+    }
+    if (error) to_post_.clear();  // the connection is unusable: post nothing more
+    sender_idle_.notify_all();
+  }
+}
+
+void P2PChannel::take_sender_news() {
+  if (send_error_) std::rethrow_exception(send_error_);
+  if (trace_ != nullptr) {
+    for (TraceEvent& e : send_events_) trace_->add_event(std::move(e));
+  }
+  send_events_.clear();
+}
 
 int P2PChannel::tag_of(const ItemKey& key, int message) const {
   const std::int64_t item =
@@ -107,30 +186,51 @@ void P2PChannel::wait_work(const WorkPtr& work, const std::string& doing, int pe
 }
 
 void P2PChannel::send(const ItemKey& key, int peer, const TensorList& tensors) {
-  const std::int64_t start = Trace::now_us();
-  PendingSend pending{key, peer, {encode_header(tensors, key)}, {}};
-  for (const at::Tensor& t : tensors) {
-    if (t.defined()) pending.tensors.push_back(t.contiguous());
+  const std::vector<TensorSpec> specs = specs_of(tensors);
+  const StreamKey stream = stream_of(key);
+  Protocol protocol = kFirstOfStream;
+  const std::vector<TensorSpec>* predicted = nullptr;
+  auto it = sent_specs_.find(stream);
+  if (it == sent_specs_.end()) {
+    sent_specs_.emplace(stream, specs);
+  } else {
+    predicted = &it->second;
+    protocol = *predicted == specs ? kPredicted : kPredictionFailed;
   }
-  const int dst = comm_rank_of_.at(peer);
-  for (std::size_t i = 0; i < pending.tensors.size(); ++i) {
-    std::vector<at::Tensor> one = {pending.tensors[i]};
-    // NOTE: posting itself throws when the peer's connection is already gone.
-    try {
-      pending.works.push_back(comm_->send(one, dst, tag_of(key, static_cast<int>(i))));
-    } catch (const std::exception& e) {
-      fail("sending to", peer, key, e);
+  auto pending = std::make_unique<PendingSend>();
+  pending->key = key;
+  pending->peer = peer;
+  pending->tensors = {encode_header(tensors, key, protocol)};
+  pending->messages = {0};
+  if (protocol == kPredictionFailed) {
+    int message = kFirstPayload;
+    for (const TensorSpec& spec : *predicted) {
+      if (!spec.defined) continue;
+      pending->tensors.push_back(at::empty(spec.shape, at::TensorOptions().dtype(spec.dtype)));
+      pending->messages.push_back(message++);
     }
   }
-  sends_.push_back(std::move(pending));
-  if (trace_ != nullptr)
-    trace_->add("send " + to_string(key) + " -> " + std::to_string(peer), "send", start);
+  int message = protocol == kPredictionFailed ? kFirstUnpredictedPayload : kFirstPayload;
+  for (const at::Tensor& t : tensors) {
+    if (!t.defined()) continue;
+    pending->tensors.push_back(t.contiguous());
+    pending->messages.push_back(message++);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    take_sender_news();
+    to_post_.push_back(pending.get());
+    sends_.push_back(std::move(pending));
+  }
+  wake_sender_.notify_one();
 }
 
 void P2PChannel::post_recv(const ItemKey& key, int peer) {
   if (recvs_.count(key) != 0) return;
   PendingRecv& recv = recvs_[key];
   recv.peer = peer;
+  const StreamKey stream = stream_of(key);
+  recv.first_of_stream = first_recv_.emplace(stream, key).second;
   recv.header = at::empty({kHeaderLength}, at::kLong);
   std::vector<at::Tensor> one = {recv.header};
   try {
@@ -138,26 +238,73 @@ void P2PChannel::post_recv(const ItemKey& key, int peer) {
   } catch (const std::exception& e) {
     fail("posting a receive from", peer, key, e);
   }
+  auto known = received_specs_.find(stream);
+  if (!recv.first_of_stream && known != received_specs_.end()) {
+    post_tensors(key, peer, known->second, kFirstPayload, recv.predicted, recv.predicted_works);
+    recv.predicted_posted = true;
+  }
+}
+
+void P2PChannel::post_tensors(const ItemKey& key, int peer, const std::vector<TensorSpec>& specs,
+                              int first_message, TensorList& tensors, std::vector<WorkPtr>& works) {
+  int message = first_message;
+  for (const TensorSpec& spec : specs) {
+    if (!spec.defined) {
+      tensors.emplace_back();
+      continue;
+    }
+    at::Tensor t = at::empty(spec.shape, at::TensorOptions().dtype(spec.dtype));
+    tensors.push_back(t);
+    std::vector<at::Tensor> one = {t};
+    try {
+      works.push_back(comm_->recv(one, comm_rank_of_.at(peer), tag_of(key, message++)));
+    } catch (const std::exception& e) {
+      fail("posting a receive from", peer, key, e);
+    }
+  }
+}
+
+void P2PChannel::predict_stream(const StreamKey& stream, const std::vector<TensorSpec>& specs) {
+  received_specs_.emplace(stream, specs);
+  for (auto& [key, recv] : recvs_) {
+    if (recv.first_of_stream || recv.predicted_posted || stream_of(key) != stream) continue;
+    post_tensors(key, recv.peer, specs, kFirstPayload, recv.predicted, recv.predicted_works);
+    recv.predicted_posted = true;
+  }
 }
 
 void P2PChannel::post_payload(const ItemKey& key, PendingRecv& recv) {
   recv.header_arrived = true;
-  recv.specs = decode_header(recv.header);
-  int message = 1;
-  for (const TensorSpec& spec : recv.specs) {
-    if (!spec.defined) {
-      recv.tensors.emplace_back();
-      continue;
-    }
-    at::Tensor t = at::empty(spec.shape, at::TensorOptions().dtype(spec.dtype));
-    recv.tensors.push_back(t);
-    std::vector<at::Tensor> one = {t};
-    try {
-      recv.works.push_back(comm_->recv(one, comm_rank_of_.at(recv.peer), tag_of(key, message++)));
-    } catch (const std::exception& e) {
-      fail("posting a receive from", recv.peer, key, e);
-    }
+  Protocol protocol = kFirstOfStream;
+  recv.specs = decode_header(recv.header, &protocol);
+  const Protocol expected = recv.first_of_stream ? kFirstOfStream : kPredicted;
+  if (protocol != expected && !(protocol == kPredictionFailed && expected == kPredicted)) {
+    throw std::runtime_error("rank " + std::to_string(rank_) + ": the header of " + to_string(key) +
+                             " from rank " + std::to_string(recv.peer) + " announces protocol " +
+                             std::to_string(protocol) + ", expected " + std::to_string(expected) +
+                             " (the two ranks disagree on the order of this stream's items)");
   }
+  if (recv.first_of_stream) {
+    post_tensors(key, recv.peer, recv.specs, kFirstPayload, recv.tensors, recv.works);
+    predict_stream(stream_of(key), recv.specs);
+    return;
+  }
+  if (!recv.predicted_posted) {
+    // The sender sent this stream's first item before this one, so its header is here too.
+    const ItemKey first = first_recv_.at(stream_of(key));
+    PendingRecv& first_recv = recvs_.at(first);
+    wait_work(first_recv.header_work, "waiting for a header from", first_recv.peer, first);
+    post_payload(first, first_recv);
+  }
+  if (protocol == kPredicted) {
+    recv.tensors = std::move(recv.predicted);
+    recv.works = std::move(recv.predicted_works);
+    return;
+  }
+  // Throw-away tensors land in the predicted buffers; the payload comes on its own messages.
+  recv.works = std::move(recv.predicted_works);
+  recv.predicted.clear();
+  post_tensors(key, recv.peer, recv.specs, kFirstUnpredictedPayload, recv.tensors, recv.works);
 }
 
 void P2PChannel::progress() {
@@ -167,8 +314,10 @@ void P2PChannel::progress() {
       post_payload(key, recv);
     }
   }
-  while (!sends_.empty()) {
-    PendingSend& front = sends_.front();
+  std::lock_guard<std::mutex> lock(mutex_);
+  take_sender_news();
+  while (!sends_.empty() && sends_.front()->posted) {
+    PendingSend& front = *sends_.front();
     bool done = true;
     for (const WorkPtr& work : front.works) done = done && work->isCompleted();
     if (!done) break;
@@ -201,11 +350,16 @@ TensorList P2PChannel::wait_recv(const ItemKey& key, std::vector<TensorSpec>* sp
 
 void P2PChannel::wait_sends() {
   const std::int64_t start = Trace::now_us();
-  const bool any = !sends_.empty();
-  while (!sends_.empty()) {
-    PendingSend& front = sends_.front();
-    for (const WorkPtr& work : front.works) wait_work(work, "sending to", front.peer, front.key);
-    sends_.pop_front();
+  std::deque<std::unique_ptr<PendingSend>> sends;
+  {
+    std::unique_lock<std::mutex> lock(mutex_);
+    sender_idle_.wait(lock, [this] { return (to_post_.empty() && !posting_) || send_error_; });
+    take_sender_news();
+    sends.swap(sends_);
+  }
+  const bool any = !sends.empty();
+  for (const auto& send : sends) {
+    for (const WorkPtr& work : send->works) wait_work(work, "sending to", send->peer, send->key);
   }
   if (any && trace_ != nullptr) trace_->add("wait for sends", "wait", start);
 }

@@ -33,6 +33,10 @@ void Trace::add(std::string name, const char* category, std::int64_t start_us) {
   events_.push_back({std::move(name), category, start_us, now_us() - start_us});
 }
 
+void Trace::add_event(TraceEvent event) {
+  if (enabled_) events_.push_back(std::move(event));
+}
+
 std::string to_chrome_trace_json(const std::vector<std::vector<TraceEvent>>& events_per_rank) {
   std::int64_t origin = std::numeric_limits<std::int64_t>::max();
   for (const auto& events : events_per_rank) {

@@ -27,6 +27,8 @@ class Trace {
   }
   // Records [start_us, now) when enabled.
   void add(std::string name, const char* category, std::int64_t start_us);
+  // Records an event measured elsewhere (e.g. on another thread) when enabled.
+  void add_event(TraceEvent event);
   const std::vector<TraceEvent>& events() const { return events_; }
   void clear() { events_.clear(); }
 
