@@ -6,10 +6,13 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <iostream>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "dualpipe/eplb/rebalance.h"
 #include "rank_threads.h"
 #include "small_config.h"
 
@@ -319,6 +322,63 @@ TEST(ExpertPlacementTest, MoveExpertsRejectsABadMapBeforeCommunicating) {
                std::invalid_argument);
   EXPECT_THROW(move_experts({layer.get()}, {}, nullptr, kNoGroup, kTimeout), std::invalid_argument);
   EXPECT_EQ(layer->physical_to_logical(), (std::vector<int>{0, 1, 2, 3}));
+}
+
+// The layer's routing realises the balance EPLB plans: rows each EP rank receives for a skewed
+// routing, trivial placement vs the planned one with 4 redundant experts over 4 EP ranks.
+TEST(ExpertPlacementTest, RoutingRealisesThePlannedBalance) {
+  constexpr int kEp = 4, kTokensPerRank = 256;
+  ModelConfig config = testing::small_config();
+  config.num_experts = 8;
+  config.num_redundant_experts = 4;
+  // Zipf-like popularity: expert e is chosen with weight 1 / (e + 1); two distinct per token.
+  std::mt19937 rng(7);
+  std::discrete_distribution<int> pick({1, 1 / 2., 1 / 3., 1 / 4., 1 / 5., 1 / 6., 1 / 7., 1 / 8.});
+  std::vector<at::Tensor> biases, inputs;
+  std::vector<double> load(8, 0.0);
+  for (int r = 0; r < kEp; ++r) {
+    at::Tensor bias = at::zeros({kTokensPerRank, 8});
+    for (int t = 0; t < kTokensPerRank; ++t) {
+      const int a = pick(rng);
+      int b = pick(rng);
+      while (b == a) b = pick(rng);
+      bias[t][a] = 20.0;
+      bias[t][b] = 20.0;
+      load[a] += 1;
+      load[b] += 1;
+    }
+    biases.push_back(bias);
+    inputs.push_back(at::randn({kTokensPerRank, config.hidden_size}));
+  }
+  const eplb::ExpertPlacement planned = eplb::rebalance_experts({load}, 12, 1, 1, kEp);
+  const eplb::ExpertPlacement trivial = eplb::trivial_placement(1, 8, 12, kEp);
+  auto rows_per_rank = [&](const std::vector<int>& map) {
+    std::vector<double> rows(kEp, 0.0);
+    for (int r = 0; r < kEp; ++r) {
+      MoELayer layer(config, r, kEp);
+      layer->set_physical_to_logical(map);
+      layer->router()->set_logit_bias(biases[r]);
+      const DispatchPlan plan = layer->make_plan(layer->route(inputs[r]));
+      for (int dst = 0; dst < kEp; ++dst) rows[dst] += static_cast<double>(plan.send_splits[dst]);
+    }
+    return rows;
+  };
+  auto imbalance = [](const std::vector<double>& rows) {
+    double total = 0, peak = 0;
+    for (double v : rows) total += v, peak = std::max(peak, v);
+    return peak * static_cast<double>(rows.size()) / total;
+  };
+  const double before = imbalance(rows_per_rank(trivial.physical_to_logical[0]));
+  const double after = imbalance(rows_per_rank(planned.physical_to_logical[0]));
+  const double predicted_before = eplb::gpu_imbalance(trivial, {load})[0];
+  const double predicted_after = eplb::gpu_imbalance(planned, {load})[0];
+  std::cout << "rows per EP rank max/mean: trivial " << before << " (planner " << predicted_before
+            << "), EPLB " << after << " (planner " << predicted_after << ")\n";
+  EXPECT_NEAR(before, predicted_before, 0.02);
+  // Round-robin over replicas splits each rank's pairs of an expert to within one row.
+  EXPECT_NEAR(after, predicted_after, 0.02);
+  EXPECT_GT(before, 1.2);  // the skew is real
+  EXPECT_LT(after, 1.1);
 }
 
 }  // namespace
