@@ -80,7 +80,7 @@ RebalanceReport ExpertBalancer::rebalance(const moe::CompanionTensors& companion
   for (int l = 0; l < num_layers_; ++l) {
     for (int e = 0; e < num_experts_; ++e) {
       matrix[l][e] = data[l * num_experts_ + e];
-      report.tokens += matrix[l][e];
+      report.assignments += matrix[l][e];
     }
   }
   const eplb::ExpertPlacement old_placement =

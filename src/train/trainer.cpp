@@ -369,9 +369,10 @@ RunResult train_rank(const TrainConfig& config, runtime::DistributedContext& con
       if (leader) {
         char line[256];
         std::snprintf(line, sizeof(line),
-                      "step %d: EPLB rebalanced from %.0f routed tokens: %d of %d layers changed "
-                      "placement; per-GPU token imbalance (max/mean) %.3f -> %.3f\n",
-                      step, r.tokens, r.layers_changed, config.num_layers, r.imbalance_before,
+                      "step %d: EPLB rebalanced from %.0f expert choices (tokens x top-k, all "
+                      "layers): %d of %d layers changed placement; per-GPU token imbalance "
+                      "(max/mean) %.3f -> %.3f\n",
+                      step, r.assignments, r.layers_changed, config.num_layers, r.imbalance_before,
                       r.imbalance_after);
         out << line << std::flush;
       }
@@ -456,6 +457,14 @@ RunResult train_rank(const TrainConfig& config, runtime::DistributedContext& con
                   "  unigram loss   %.4f (entropy of the training bytes, nats/byte)\n",
                   data.unigram_loss);
     out << line;
+    if (last_rebalance) {
+      std::snprintf(line, sizeof(line),
+                    "  EPLB           %d rebalances; the last: per-GPU token imbalance %.3f -> "
+                    "%.3f, %d of %d layers moved\n",
+                    rebalances, last_rebalance->imbalance_before, last_rebalance->imbalance_after,
+                    last_rebalance->layers_changed, config.num_layers);
+      out << line;
+    }
     if (report) {
       write_pipeline_report(*report, schedule, config.run_dir, out, summary);
       const unsigned cores = std::thread::hardware_concurrency();

@@ -30,7 +30,7 @@ struct RebalanceReport {
   // under the old and the new placement (1.0: balanced; always 1.0 with ep 1).
   double imbalance_before = 1.0;
   double imbalance_after = 1.0;
-  double tokens = 0;  // tokens counted in the window, all layers and ranks
+  double assignments = 0;  // (token, expert) choices counted in the window, all layers and ranks
 };
 
 class ExpertBalancer {
