@@ -18,11 +18,9 @@ int64_t numel_of(const std::vector<at::Tensor>& tensors) {
   return n;
 }
 
+// Every expert has a slot, so extra slots mean some expert has several.
 bool has_replicated_expert(const MoELayerImpl& layer) {
-  for (int64_t e = 0; e < layer.config().num_experts; ++e) {
-    if (layer.replicas_of(static_cast<int>(e)).size() > 1) return true;
-  }
-  return false;
+  return layer.config().num_physical_experts() > layer.config().num_experts;
 }
 
 void wait_for(const runtime::WorkPtr& work, std::chrono::milliseconds timeout, const char* what) {

@@ -101,8 +101,6 @@ NamedTensors load_tensors(const std::string& path) {
 }
 
 nlohmann::json to_json(const Manifest& m) {
-  nlohmann::json placement = nlohmann::json::array();
-  for (const std::vector<int>& layer : m.expert_placement) placement.push_back(layer);
   return nlohmann::json{{"step", m.step},
                         {"num_ranks", m.num_ranks},
                         {"schedule", m.schedule},
@@ -113,20 +111,8 @@ nlohmann::json to_json(const Manifest& m) {
                         {"data_seed", m.data_seed},
                         {"config", m.config},
                         {"losses", m.losses},
-                        {"expert_placement", placement}};
+                        {"expert_placement", m.expert_placement}};
 }
-
-namespace {
-
-std::vector<int> get_layer(const nlohmann::json& layer) {
-  try {
-    return layer.get<std::vector<int>>();
-  } catch (const nlohmann::json::exception&) {
-    throw std::invalid_argument("manifest key \"expert_placement\" has the wrong type");
-  }
-}
-
-}  // namespace
 
 Manifest manifest_from_json(const nlohmann::json& json) {
   Manifest m;
@@ -141,13 +127,7 @@ Manifest manifest_from_json(const nlohmann::json& json) {
   m.config = json.value("config", nlohmann::json::object());
   m.losses = json.value("losses", nlohmann::json::array());
   if (json.contains("expert_placement")) {
-    const nlohmann::json& placement = json.at("expert_placement");
-    if (!placement.is_array()) {
-      throw std::invalid_argument("manifest key \"expert_placement\" has the wrong type");
-    }
-    for (const nlohmann::json& layer : placement) {
-      m.expert_placement.push_back(get_layer(layer));
-    }
+    m.expert_placement = get<std::vector<std::vector<int>>>(json, "expert_placement");
   }
   return m;
 }

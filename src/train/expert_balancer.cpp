@@ -40,17 +40,19 @@ ExpertBalancer::ExpertBalancer(const TrainConfig& config, std::vector<LocalLayer
       interval_(config.eplb_interval),
       num_layers_(config.num_layers),
       num_experts_(config.num_experts),
-      num_physical_(config.num_experts + config.redundant_experts),
-      ep_(config.ep) {
-  std::vector<int> trivial(num_physical_);
-  for (int p = 0; p < num_physical_; ++p) trivial[p] = p % num_experts_;
-  placement_.assign(num_layers_, trivial);
+      num_physical_(config.num_physical_experts()),
+      ep_(config.ep),
+      placement_(eplb::trivial_placement(num_layers_, num_experts_, num_physical_, ep_)
+                     .physical_to_logical) {
   for (const LocalLayer& l : layers_) {
     if (l.layer < 0 || l.layer >= num_layers_ || l.module == nullptr) {
       throw std::invalid_argument("ExpertBalancer: layer " + std::to_string(l.layer) +
                                   " outside the model's " + std::to_string(num_layers_));
     }
-    l.module->set_physical_to_logical(placement_[l.layer]);
+    if (l.module->physical_to_logical() != placement_[l.layer]) {
+      throw std::invalid_argument("ExpertBalancer: layer " + std::to_string(l.layer) +
+                                  " does not start on the trivial placement");
+    }
   }
 }
 
@@ -59,15 +61,16 @@ void ExpertBalancer::sum_replica_gradients() {
 }
 
 RebalanceReport ExpertBalancer::rebalance(const moe::CompanionTensors& companions) {
-  at::Tensor loads = at::zeros({num_layers_, num_experts_}, at::kDouble);
+  std::vector<double> flat(static_cast<std::size_t>(num_layers_) * num_experts_, 0.0);
   for (const LocalLayer& l : layers_) {
     const std::vector<int64_t>& counts = l.module->token_counts();
     for (int e = 0; e < num_experts_; ++e) {
-      loads[l.layer][e] += static_cast<double>(counts[e]);
+      flat[static_cast<std::size_t>(l.layer) * num_experts_ + e] += static_cast<double>(counts[e]);
     }
   }
   if (world_ && world_->getSize() > 1) {
-    std::vector<at::Tensor> tensors = {loads};
+    std::vector<at::Tensor> tensors = {
+        at::from_blob(flat.data(), {static_cast<int64_t>(flat.size())}, at::kDouble)};
     try {
       world_->allreduce(tensors)->wait(timeout_);
     } catch (const std::exception& e) {
@@ -75,11 +78,10 @@ RebalanceReport ExpertBalancer::rebalance(const moe::CompanionTensors& companion
     }
   }
   eplb::LoadMatrix matrix(num_layers_, std::vector<double>(num_experts_));
-  const double* data = loads.data_ptr<double>();
   RebalanceReport report;
   for (int l = 0; l < num_layers_; ++l) {
     for (int e = 0; e < num_experts_; ++e) {
-      matrix[l][e] = data[l * num_experts_ + e];
+      matrix[l][e] = flat[static_cast<std::size_t>(l) * num_experts_ + e];
       report.assignments += matrix[l][e];
     }
   }

@@ -35,7 +35,7 @@ LoadedModel load_model(const std::string& run_dir) {
     if (!manifest.expert_placement.empty()) {
       // The experts sit in the slots of the run's last EPLB placement: route by it.
       for (int b = 0; b < stage->num_blocks(); ++b) {
-        const std::size_t layer = static_cast<std::size_t>(s * stage->num_blocks() + b);
+        const auto layer = static_cast<std::size_t>(layer_index(model.config, s, b));
         if (layer >= manifest.expert_placement.size()) {
           throw std::invalid_argument("checkpoint in " + run_dir + " places experts of " +
                                       std::to_string(manifest.expert_placement.size()) +

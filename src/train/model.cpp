@@ -44,6 +44,10 @@ std::shared_ptr<moe::MoEStage> build_stage(const TrainConfig& config, int stage,
   return shard;
 }
 
+int layer_index(const TrainConfig& config, int stage, int block) {
+  return stage * (config.num_layers / config.num_stages()) + block;
+}
+
 std::string stage_prefix(int stage) {
   return "stage" + std::to_string(stage) + ".";
 }

@@ -82,7 +82,7 @@ void TrainConfig::validate() const {
   require(redundant_experts >= 0 && eplb_interval >= 0,
           "redundant_experts and eplb_interval must be >= 0, got " +
               std::to_string(redundant_experts) + " and " + std::to_string(eplb_interval));
-  require(num_experts >= 1 && (num_experts + redundant_experts) % ep == 0,
+  require(num_experts >= 1 && num_physical_experts() % ep == 0,
           redundant_experts == 0
               ? "num_experts must be a positive multiple of ep, got num_experts=" +
                     std::to_string(num_experts) + " ep=" + std::to_string(ep)

@@ -59,7 +59,7 @@ RankModel build_rank_model(const TrainConfig& config, const schedule::Placement&
 }
 
 // Every MoE layer module of this rank with its index in the model.
-std::vector<LocalLayer> local_layers(const RankModel& model) {
+std::vector<LocalLayer> local_layers(const TrainConfig& config, const RankModel& model) {
   std::vector<LocalLayer> layers;
   for (std::size_t slot = 0; slot < model.stages.size(); ++slot) {
     moe::MoEStage& stage = *model.stages[slot];
@@ -67,7 +67,7 @@ std::vector<LocalLayer> local_layers(const RankModel& model) {
       LocalLayer l;
       l.stage = model.stage_of_slot[slot];
       l.block = b;
-      l.layer = l.stage * stage.num_blocks() + b;
+      l.layer = layer_index(config, l.stage, b);
       l.module = stage.block(b).moe().get();
       layers.push_back(l);
     }
@@ -180,7 +180,8 @@ RunResult train_rank(const TrainConfig& config, runtime::DistributedContext& con
   AdamWOptions adam;
   adam.weight_decay = config.weight_decay;
   AdamW optimizer(names, params, adam);
-  ExpertBalancer balancer(config, local_layers(model), context.world, grid.ep_group(), timeout);
+  ExpertBalancer balancer(config, local_layers(config, model), context.world, grid.ep_group(),
+                          timeout);
   const moe::CompanionTensors moments = [&optimizer](const at::Tensor& p) {
     return optimizer.state_of(p);
   };
@@ -289,8 +290,7 @@ RunResult train_rank(const TrainConfig& config, runtime::DistributedContext& con
         << " bytes per step"
         << (config.eplb_interval > 0
                 ? "; EPLB every " + std::to_string(config.eplb_interval) + " steps over " +
-                      std::to_string(config.num_experts + config.redundant_experts) +
-                      " physical experts"
+                      std::to_string(config.num_physical_experts()) + " physical experts"
                 : std::string())
         << "; data " << (config.data.empty() ? kDefaultCorpusPath : config.data) << " ("
         << data.split.train.size() << " train / " << data.split.held_out.size()

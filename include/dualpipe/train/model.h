@@ -23,6 +23,9 @@ moe::ModelConfig model_config(const TrainConfig& config);
 std::shared_ptr<moe::MoEStage> build_stage(const TrainConfig& config, int stage,
                                            std::shared_ptr<moe::CommStream> stream = nullptr);
 
+// The index in the whole model of decoder block `block` of model stage `stage`.
+int layer_index(const TrainConfig& config, int stage, int block);
+
 // "stage3." : the checkpoint key prefix of a stage's tensors.
 std::string stage_prefix(int stage);
 // The stage's parameters and buffers as "stage<s>.<name>" (detached, shared with the module).

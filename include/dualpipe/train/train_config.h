@@ -44,6 +44,8 @@ struct TrainConfig {
 
   // Number of pipeline stages the schedule cuts the model into (2 * num_ranks for dualpipev).
   int num_stages() const;
+  // Expert slots per MoE layer: the routed experts plus the redundant ones.
+  int num_physical_experts() const { return num_experts + redundant_experts; }
   // Throws std::invalid_argument naming the offending values and what is allowed.
   void validate() const;
 };
