@@ -57,9 +57,15 @@ bool Op::is_compute() const {
   return kind == OpKind::kForward || kind == OpKind::kBackward || kind == OpKind::kWeight ||
          kind == OpKind::kForwardBackward;
 }
-bool Op::is_communication() const { return !is_compute(); }
-bool Op::is_send() const { return kind == OpKind::kSendActivation || kind == OpKind::kSendGrad; }
-bool Op::is_recv() const { return kind == OpKind::kRecvActivation || kind == OpKind::kRecvGrad; }
+bool Op::is_communication() const {
+  return !is_compute();
+}
+bool Op::is_send() const {
+  return kind == OpKind::kSendActivation || kind == OpKind::kSendGrad;
+}
+bool Op::is_recv() const {
+  return kind == OpKind::kRecvActivation || kind == OpKind::kRecvGrad;
+}
 
 bool operator==(const Op& a, const Op& b) {
   return a.kind == b.kind && a.direction == b.direction && a.stage == b.stage &&
@@ -84,8 +90,7 @@ const char* to_string(OpKind kind) {
 
 std::string describe(const Op& op) {
   std::ostringstream out;
-  out << to_string(op.kind) << "(d=" << op.direction << ",s=" << op.stage
-      << ",m=" << op.microbatch;
+  out << to_string(op.kind) << "(d=" << op.direction << ",s=" << op.stage << ",m=" << op.microbatch;
   if (op.kind == OpKind::kBackward && op.defer_weight_grad) out << ",deferred";
   if (op.kind == OpKind::kForwardBackward) {
     out << " / d=" << op.backward_direction << ",s=" << op.backward_stage

@@ -10,8 +10,8 @@
 namespace dualpipe::schedule {
 
 struct Schedule {
-  std::string name;           // "dualpipe", "dualpipev", "1f1b", "zb1p", "gpipe", ...
-  int num_microbatches = 0;   // as the user gave it: the total over all directions
+  std::string name;          // "dualpipe", "dualpipev", "1f1b", "zb1p", "gpipe", ...
+  int num_microbatches = 0;  // as the user gave it: the total over all directions
   Placement placement;
   std::vector<Program> programs;  // programs[rank]
 
