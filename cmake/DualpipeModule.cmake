@@ -37,7 +37,7 @@ function(dualpipe_add_test_suite module)
   target_link_libraries(dualpipe_${module}_tests PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
   target_compile_definitions(dualpipe_${module}_tests PRIVATE
     DUALPIPE_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
-    DUALPIPE_ORACLE_DIR="${PROJECT_SOURCE_DIR}/../shared/oracles/reference-order"
+    DUALPIPE_ORACLE_DIR="${PROJECT_SOURCE_DIR}/tests/data/reference-order"
     DUALPIPE_CLI_PATH="$<TARGET_FILE_DIR:dualpipe_cli>/dualpipe")
   dualpipe_target_options(dualpipe_${module}_tests)
   include(GoogleTest)

@@ -99,8 +99,9 @@ INSTANTIATE_TEST_SUITE_P(ReferenceOrder, OracleTest, testing::ValuesIn(oracle_fi
                            return name;
                          });
 
-TEST(OracleFilesTest, FolderIsNotEmpty) {
-  EXPECT_GE(oracle_files().size(), 20u);
+// The repository carries all 29 recorded orders (tests/data/reference-order/README.md).
+TEST(OracleFilesTest, EveryRecordedOrderIsPresent) {
+  EXPECT_EQ(oracle_files().size(), 29u);
 }
 
 struct Size {

@@ -1,6 +1,6 @@
 #pragma once
 // Text and JSON forms of a Schedule, compatible with the reference-order oracle files
-// (/work/shared/oracles/README.md). On rank r an op is spelled with its LOCAL SLOT on r:
+// (tests/data/reference-order/README.md). On rank r an op is spelled with its LOCAL SLOT on r:
 //   F<slot>.<m>   B<slot>.<m>   B<slot>.<m>z (input gradient only)   W<slot>.<m>
 //   FB<slot>.<m>/<slot'>.<m'>   (forward of the first, full backward of the second)
 //   sF<slot>.<m>@<peer>  rF<slot>.<m>@<peer>  sB<slot>.<m>@<peer>  rB<slot>.<m>@<peer>
