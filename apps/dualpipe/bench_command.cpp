@@ -128,19 +128,10 @@ RunResult run_bench(const BenchOptions& o, const std::string& schedule_name,
         runtime::PipelineOptions options;
         options.trace = !o.trace.empty();
         runtime::Pipeline pipeline(schedule_name, modules, comm, options);
-        const int directions_here_in = [&] {
-          int n = 0;
-          for (int d = 0; d < sched.num_directions(); ++d)
-            n += sched.placement.rank_of(d, 0) == rank;
-          return n;
-        }();
-        const int directions_here_out = [&] {
-          int n = 0;
-          for (int d = 0; d < sched.num_directions(); ++d) {
-            n += sched.placement.rank_of(d, sched.num_stages() - 1) == rank;
-          }
-          return n;
-        }();
+        const int directions_here_in =
+            static_cast<int>(sched.placement.directions_starting_on(rank).size());
+        const int directions_here_out =
+            static_cast<int>(sched.placement.directions_ending_on(rank).size());
         TensorList inputs, labels;
         if (directions_here_in > 0) {
           inputs = {at::randn({directions_here_in * per_direction * o.mbs, o.seq, o.hidden})};

@@ -289,11 +289,9 @@ StepOutput Executor::run(const schedule::Schedule& schedule, const StepData& dat
   const int per_direction = schedule.microbatches_per_direction();
   state.output.losses.assign(num_directions, {});
   state.output.outputs.assign(num_directions, {});
-  for (int d = 0; d < num_directions; ++d) {
-    if (schedule.placement.rank_of(d, schedule.num_stages() - 1) == rank_) {
-      state.output.losses[d].resize(per_direction);
-      state.output.outputs[d].resize(per_direction);
-    }
+  for (int d : schedule.placement.directions_ending_on(rank_)) {
+    state.output.losses[d].resize(per_direction);
+    state.output.outputs[d].resize(per_direction);
   }
   trace_.clear();
   instances_.clear();

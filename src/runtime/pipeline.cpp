@@ -99,6 +99,32 @@ Pipeline::Pipeline(std::string schedule_name, std::vector<StagePtr> modules, Com
   }
 }
 
+namespace {
+
+schedule::Placement placement_with_rank(const std::string& schedule_name, int num_ranks, int rank) {
+  schedule::Placement placement = schedule::schedule_placement(schedule_name, num_ranks);
+  if (rank < 0 || rank >= num_ranks) {
+    throw std::out_of_range("pipeline rank " + std::to_string(rank) + " is outside [0, " +
+                            std::to_string(num_ranks) + ") for schedule \"" + schedule_name + "\"");
+  }
+  return placement;
+}
+
+}  // namespace
+
+std::vector<schedule::StageId> Pipeline::stages_for(const std::string& schedule_name, int num_ranks,
+                                                    int rank) {
+  return placement_with_rank(schedule_name, num_ranks, rank).stages_on(rank);
+}
+
+bool Pipeline::takes_inputs(const std::string& schedule_name, int num_ranks, int rank) {
+  return !placement_with_rank(schedule_name, num_ranks, rank).directions_starting_on(rank).empty();
+}
+
+bool Pipeline::takes_labels(const std::string& schedule_name, int num_ranks, int rank) {
+  return !placement_with_rank(schedule_name, num_ranks, rank).directions_ending_on(rank).empty();
+}
+
 StepResult Pipeline::step(const TensorList& inputs, int num_microbatches,
                           const Criterion& criterion, const TensorList& labels,
                           bool return_outputs) {
@@ -114,12 +140,8 @@ StepResult Pipeline::step(const TensorList& inputs, int num_microbatches,
   }
   const bool training = at::GradMode::is_enabled();
   const int per_direction = schedule_.microbatches_per_direction();
-  const int last = schedule_.num_stages() - 1;
-  std::vector<int> input_directions, label_directions;
-  for (int d = 0; d < schedule_.num_directions(); ++d) {
-    if (placement.rank_of(d, 0) == rank_) input_directions.push_back(d);
-    if (placement.rank_of(d, last) == rank_) label_directions.push_back(d);
-  }
+  const std::vector<int> input_directions = placement.directions_starting_on(rank_);
+  const std::vector<int> label_directions = placement.directions_ending_on(rank_);
   StepData data;
   data.inputs.resize(schedule_.num_directions());
   data.labels.resize(schedule_.num_directions());

@@ -18,18 +18,18 @@ Placement::Placement(int num_ranks, int num_directions, int num_stages,
                                 ", " + std::to_string(num_stages));
   }
   if (static_cast<int>(locations_.size()) != num_directions * num_stages) {
-    throw std::invalid_argument("Placement needs num_directions*num_stages=" +
-                                std::to_string(num_directions * num_stages) +
-                                " locations, got " + std::to_string(locations_.size()));
+    throw std::invalid_argument(
+        "Placement needs num_directions*num_stages=" + std::to_string(num_directions * num_stages) +
+        " locations, got " + std::to_string(locations_.size()));
   }
   for (int i = 0; i < static_cast<int>(locations_.size()); ++i) {
     const StageLocation& loc = locations_[i];
     if (loc.rank < 0 || loc.rank >= num_ranks || loc.slot < 0) {
       throw std::invalid_argument("Placement: direction " + std::to_string(i / num_stages) +
-                                  " stage " + std::to_string(i % num_stages) +
-                                  " placed on rank " + std::to_string(loc.rank) + " slot " +
-                                  std::to_string(loc.slot) + ", allowed ranks are 0.." +
-                                  std::to_string(num_ranks - 1) + " and slots >= 0");
+                                  " stage " + std::to_string(i % num_stages) + " placed on rank " +
+                                  std::to_string(loc.rank) + " slot " + std::to_string(loc.slot) +
+                                  ", allowed ranks are 0.." + std::to_string(num_ranks - 1) +
+                                  " and slots >= 0");
     }
     for (int j = 0; j < i; ++j) {
       if (locations_[j] == loc) {
@@ -49,7 +49,8 @@ Placement Placement::round_robin(int num_ranks, int num_stages) {
 Placement Placement::v_shape(int num_ranks) {
   std::vector<StageLocation> locations;
   for (int s = 0; s < 2 * num_ranks; ++s) {
-    locations.push_back(s < num_ranks ? StageLocation{s, 0} : StageLocation{2 * num_ranks - 1 - s, 1});
+    locations.push_back(s < num_ranks ? StageLocation{s, 0}
+                                      : StageLocation{2 * num_ranks - 1 - s, 1});
   }
   return Placement(num_ranks, 1, 2 * num_ranks, std::move(locations));
 }
@@ -101,6 +102,22 @@ StageId Placement::stage_at(int rank, int slot) const {
   }
   throw std::out_of_range("rank " + std::to_string(rank) + " has no stage in slot " +
                           std::to_string(slot));
+}
+
+std::vector<int> Placement::directions_starting_on(int rank) const {
+  std::vector<int> directions;
+  for (int d = 0; d < num_directions_; ++d) {
+    if (rank_of(d, 0) == rank) directions.push_back(d);
+  }
+  return directions;
+}
+
+std::vector<int> Placement::directions_ending_on(int rank) const {
+  std::vector<int> directions;
+  for (int d = 0; d < num_directions_; ++d) {
+    if (rank_of(d, num_stages_ - 1) == rank) directions.push_back(d);
+  }
+  return directions;
 }
 
 bool operator==(const Placement& a, const Placement& b) {

@@ -43,13 +43,14 @@ struct RankModel {
   std::vector<int> stage_of_slot;
 };
 
-RankModel build_rank_model(const TrainConfig& config, const schedule::Placement& placement,
-                           int rank, const std::shared_ptr<moe::CommStream>& stream) {
+RankModel build_rank_model(const TrainConfig& config, int rank,
+                           const std::shared_ptr<moe::CommStream>& stream) {
   RankModel model;
-  for (int slot = 0; slot < placement.num_slots(rank); ++slot) {
+  for (const schedule::StageId& id :
+       runtime::Pipeline::stages_for(config.schedule, config.num_ranks, rank)) {
     // NOTE: DualPipe's (1, s) is a second copy of model stage s, so the stage number alone names
     // the weights in every schedule.
-    const int stage = placement.stage_at(rank, slot).stage;
+    const int stage = id.stage;
     auto module = build_stage(config, stage, stream);
     model.stages.push_back(module);
     model.modules.push_back(module);
@@ -162,7 +163,7 @@ RunResult train_rank(const TrainConfig& config, runtime::DistributedContext& con
   // stages on the same stream.
   auto stream = std::make_shared<moe::CommStream>(config.ep > 1 ? grid.ep_group()
                                                                 : runtime::CommunicatorPtr());
-  RankModel model = build_rank_model(config, schedule.placement, rank, stream);
+  RankModel model = build_rank_model(config, rank, stream);
   runtime::PipelineOptions pipeline_options;
   pipeline_options.timeout = timeout;
   pipeline_options.trace = true;

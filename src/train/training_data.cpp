@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "dualpipe/runtime/local_batch.h"
+
 namespace dualpipe::train {
 
 TrainingData load_training_data(const TrainConfig& config) {
@@ -22,26 +24,14 @@ int64_t eval_microbatch_size(const TrainConfig& config) {
 }
 
 RankBatch rank_batch(const schedule::Schedule& schedule, int rank, const at::Tensor& windows) {
-  const schedule::Placement& placement = schedule.placement;
-  const int per_direction = schedule.microbatches_per_direction();
-  const int64_t rows = windows.size(0) / schedule.num_microbatches;
   const int64_t seq_len = windows.size(1) - 1;
-  const int last = schedule.num_stages() - 1;
-  auto rows_of = [&](int d) {
-    return windows.narrow(0, d * per_direction * rows, per_direction * rows);
-  };
-  std::vector<at::Tensor> inputs, labels;
+  runtime::LocalBatch local =
+      runtime::local_batch(schedule.placement, rank, schedule.num_microbatches,
+                           {windows.narrow(1, 0, seq_len)}, {windows.narrow(1, 1, seq_len)});
   RankBatch batch;
-  for (int d = 0; d < schedule.num_directions(); ++d) {
-    if (placement.rank_of(d, 0) == rank) inputs.push_back(rows_of(d).narrow(1, 0, seq_len));
-    if (placement.rank_of(d, last) == rank) {
-      labels.push_back(rows_of(d).narrow(1, 1, seq_len));
-      for (int m = 0; m < per_direction; ++m)
-        batch.loss_microbatches.push_back(d * per_direction + m);
-    }
-  }
-  if (!inputs.empty()) batch.inputs = at::cat(inputs, 0).contiguous();
-  if (!labels.empty()) batch.labels = at::cat(labels, 0).contiguous();
+  if (!local.inputs.empty()) batch.inputs = local.inputs[0].contiguous();
+  if (!local.labels.empty()) batch.labels = local.labels[0].contiguous();
+  batch.loss_microbatches = std::move(local.loss_microbatches);
   return batch;
 }
 

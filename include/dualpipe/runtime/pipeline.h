@@ -61,6 +61,19 @@ class Pipeline {
   StepResult step(const TensorList& inputs, int num_microbatches, const Criterion& criterion = {},
                   const TensorList& labels = {}, bool return_outputs = false);
 
+  // Which model stages pipeline rank `rank` holds for `schedule_name` on `num_ranks` ranks, by
+  // slot: modules[slot] of the constructor must be stage_ids[slot].stage of the model (DualPipe
+  // rank r: {(0, r), (1, R-1-r)}, the second a copy of model stage R-1-r). Pure; no schedule is
+  // built. Throws std::invalid_argument for an unknown schedule or a rank count it never
+  // accepts, std::out_of_range for rank outside [0, num_ranks).
+  static std::vector<schedule::StageId> stages_for(const std::string& schedule_name, int num_ranks,
+                                                   int rank);
+  // Whether pipeline rank `rank` must pass inputs (holds a first stage) / labels (holds a last
+  // stage) to step(). DualPipe: ranks 0 and R-1 both; the others: rank 0 inputs, rank R-1
+  // labels (DualPipeV: rank 0 both). Same errors as stages_for.
+  static bool takes_inputs(const std::string& schedule_name, int num_ranks, int rank);
+  static bool takes_labels(const std::string& schedule_name, int num_ranks, int rank);
+
   // DualPipe: adds the gradients of each stage's two copies (rank s slot 0 and rank R-1-s slot 1)
   // so both hold the sum. Blocking; every pipeline rank must call it. No-op for other schedules.
   void sync_mirror_gradients();

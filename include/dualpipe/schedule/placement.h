@@ -53,6 +53,10 @@ class Placement {
   int num_slots(int rank) const;
   // Inverse of at(): which stage instance sits in (rank, slot). Throws std::out_of_range.
   StageId stage_at(int rank, int slot) const;
+  // Directions whose first stage is on `rank` (that rank feeds their inputs), ascending.
+  std::vector<int> directions_starting_on(int rank) const;
+  // Directions whose last stage is on `rank` (that rank holds their labels and loss), ascending.
+  std::vector<int> directions_ending_on(int rank) const;
 
   friend bool operator==(const Placement& a, const Placement& b);
 

@@ -1,0 +1,75 @@
+#include "dualpipe/schedule/registry.h"
+
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace dualpipe::schedule {
+namespace {
+
+struct Size {
+  int num_ranks;
+  int num_microbatches;
+};
+
+// schedule_placement is the builder's placement for every accepted size, odd ones included.
+TEST(ScheduleRegistryTest, PlacementEqualsTheBuildersPlacement) {
+  const Size sizes[] = {{1, 1}, {1, 4}, {2, 4}, {2, 8}, {3, 6}, {4, 8}, {4, 12}, {6, 12}, {7, 14}};
+  int checked = 0;
+  for (const std::string& name : schedule_names()) {
+    for (const Size& size : sizes) {
+      Schedule built;
+      try {
+        built = build_schedule(name, size.num_ranks, size.num_microbatches);
+      } catch (const std::invalid_argument&) {
+        continue;  // a size this builder rejects; the placement below is still defined
+      }
+      EXPECT_EQ(schedule_placement(name, size.num_ranks), built.placement)
+          << name << " num_ranks=" << size.num_ranks;
+      ++checked;
+    }
+  }
+  // 1f1b, zb1p and gpipe take all 9 sizes; dualpipe the 5 with even ranks (all have
+  // num_microbatches >= 2 * num_ranks); dualpipev all but {1, 1}.
+  EXPECT_EQ(checked, 3 * 9 + 5 + 8);
+}
+
+TEST(ScheduleRegistryTest, PlacementRejectsRankCountsTheScheduleNeverAccepts) {
+  try {
+    schedule_placement("dualpipe", 3);
+    FAIL() << "odd rank count accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("multiple of 2, got num_ranks=3"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(schedule_placement("1f1b", 0), std::invalid_argument);
+  try {
+    schedule_placement("interleaved", 4);
+    FAIL() << "unknown schedule accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("allowed: dualpipe, dualpipev, 1f1b, zb1p, gpipe"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(ScheduleRegistryTest, DirectionsStartingAndEndingOnARank) {
+  const Placement dualpipe = schedule_placement("dualpipe", 4);
+  EXPECT_EQ(dualpipe.directions_starting_on(0), std::vector<int>{0});
+  EXPECT_EQ(dualpipe.directions_ending_on(0), std::vector<int>{1});
+  EXPECT_EQ(dualpipe.directions_starting_on(3), std::vector<int>{1});
+  EXPECT_EQ(dualpipe.directions_ending_on(3), std::vector<int>{0});
+  EXPECT_TRUE(dualpipe.directions_starting_on(1).empty());
+  EXPECT_TRUE(dualpipe.directions_ending_on(2).empty());
+  const Placement v = schedule_placement("dualpipev", 3);
+  EXPECT_EQ(v.directions_starting_on(0), std::vector<int>{0});
+  EXPECT_EQ(v.directions_ending_on(0), std::vector<int>{0});
+  EXPECT_TRUE(v.directions_ending_on(2).empty());
+  const Placement one_f_one_b = schedule_placement("1f1b", 3);
+  EXPECT_EQ(one_f_one_b.directions_ending_on(2), std::vector<int>{0});
+  EXPECT_TRUE(one_f_one_b.directions_starting_on(2).empty());
+}
+
+}  // namespace
+}  // namespace dualpipe::schedule
