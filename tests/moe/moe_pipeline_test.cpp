@@ -179,8 +179,14 @@ TEST_P(MoEPipelineTest, MatchesSingleProcessReference) {
   });
   EXPECT_EQ(checked_losses, dualpipe ? 2 * kEp : kEp);
   EXPECT_GT(checked_grads, 0);
-  // The schedules have FB ops, and the executor ran them through the MoE overlap hook.
-  EXPECT_GT(overlapped, 0);
+  // The schedules have FB ops, and the executor ran each of them, on every EP pipeline, through
+  // the MoE overlap hook exactly once.
+  int fb_ops = 0;
+  for (const schedule::Program& program : sched.programs) {
+    for (const schedule::Op& op : program) fb_ops += op.kind == schedule::OpKind::kForwardBackward;
+  }
+  EXPECT_GT(fb_ops, 0);
+  EXPECT_EQ(overlapped, kEp * fb_ops);
   EXPECT_GT(comm_under_fb, 0);
   std::printf("%s: %d FB hook calls, %d all-to-alls inside FB ops, %d/%d losses bitwise equal\n",
               c.schedule.c_str(), overlapped, comm_under_fb, bitwise_losses, checked_losses);

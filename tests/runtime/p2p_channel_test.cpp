@@ -6,6 +6,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <future>
+#include <stdexcept>
 #include <vector>
 
 #include "test_ranks.h"
@@ -76,16 +79,23 @@ TEST(P2PChannelTest, PredictedAndUnpredictedItemsArriveWholeInAnyWaitOrder) {
 }
 
 TEST(P2PChannelTest, SendToADeadPeerIsReportedOnTheCallingThread) {
+  std::promise<void> peer_gone;
+  std::shared_future<void> gone = peer_gone.get_future().share();
   const auto errors = testing::run_ranks(
       2,
-      [](int rank, CommunicatorPtr comm) {
-        if (rank == 1) return;  // drops its communicator: the connection closes
-        std::this_thread::sleep_for(std::chrono::milliseconds(300));
-        P2PChannel channel(comm, rank, {0, 1}, 4, 4, std::chrono::seconds(5), nullptr);
-        for (int m = 0; m < 4; ++m) {
-          channel.send(activation(m), 1, activation_payload(m));
-          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      [&](int rank, CommunicatorPtr comm) {
+        if (rank == 1) {
+          comm.reset();  // the only reference: the communicator and its connections close
+          peer_gone.set_value();
+          return;
         }
+        // Rank 1 is gone before anything is sent. Whether the failure then shows at a send or at
+        // wait_sends, it must surface here, on the calling thread, naming both ranks.
+        if (gone.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+          throw std::runtime_error("rank 1 never dropped its communicator");
+        }
+        P2PChannel channel(comm, rank, {0, 1}, 4, 4, std::chrono::seconds(5), nullptr);
+        for (int m = 0; m < 4; ++m) channel.send(activation(m), 1, activation_payload(m));
         channel.wait_sends();
       },
       std::chrono::seconds(5));

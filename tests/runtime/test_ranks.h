@@ -11,6 +11,7 @@
 #include <thread>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <utility>
 #include <vector>
 
 #include "dualpipe/runtime/process_group.h"
@@ -34,7 +35,9 @@ inline std::vector<std::exception_ptr> run_ranks(
         // NOTE: Gloo's connect can return on one rank while a peer still handshakes; a rank
         // that then fails fast and drops its communicator would break the peer's connect.
         comm->barrier()->wait();
-        body(rank, comm);
+        // The body holds the only reference, so a rank can drop its communicator (and close its
+        // connections) at a point of its choosing.
+        body(rank, std::move(comm));
       } catch (...) {
         errors[rank] = std::current_exception();
       }

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "dualpipe/schedule/registry.h"
+
 namespace {
 
 struct CliRun {
@@ -128,20 +130,45 @@ TEST(SimCommand, WritesSvgAndChromeTrace) {
   EXPECT_EQ(picture.rfind("<svg", 0), 0u);
   EXPECT_NE(picture.find("</svg>"), std::string::npos);
   nlohmann::json events = nlohmann::json::parse(slurp(trace)).at("traceEvents");
-  int complete = 0, named = 0;
+  // One complete event per compute op of each rank's program (the default schedule is DualPipe),
+  // lasting that op's cost under the default costs F=1, B=2, W=1, FB=3 (one unit shown as 1 ms).
+  // Every rank holds two stages of 4 micro-batches each: 8 x (F + B) = 24 units of work.
+  const dualpipe::schedule::Schedule schedule =
+      dualpipe::schedule::build_schedule("dualpipe", 4, 8);
+  std::vector<int> complete(4, 0);
+  std::vector<double> busy_us(4, 0.0);
+  int named = 0;
   for (const auto& event : events) {
     if (event.at("ph") == "X") {
-      ++complete;
-      EXPECT_GE(event.at("dur").get<double>(), 0);
+      const int tid = event.at("tid").get<int>();
+      ASSERT_GE(tid, 0);
+      ASSERT_LT(tid, 4);
+      ++complete[tid];
+      const double dur = event.at("dur").get<double>();
+      const std::string kind = event.at("cat");
+      // A deferred backward (alone or in an FB) leaves its W part to the W op.
+      if (kind == "F" || kind == "W") {
+        EXPECT_EQ(dur, 1000) << event;
+      } else if (kind == "B") {
+        EXPECT_TRUE(dur == 2000 || dur == 1000) << event;
+      } else {
+        EXPECT_EQ(kind, "FB") << event;
+        EXPECT_TRUE(dur == 3000 || dur == 2000) << event;
+      }
+      busy_us[tid] += dur;
       std::string name = event.at("name");
       // The forward of micro-batch 2 on the last stage of direction 0, alone or in an FB.
-      if (event.at("tid") == 3 && (name == "F d0 s3 mb2" || name.rfind("FB d0 s3 mb2 ", 0) == 0)) {
+      if (tid == 3 && (name == "F d0 s3 mb2" || name.rfind("FB d0 s3 mb2 ", 0) == 0)) {
         ++named;
       }
     }
   }
-  // At least one event (F or FB) per forward of each of 4 stages x 8 micro-batches.
-  EXPECT_GE(complete, 4 * 8);
+  for (int r = 0; r < 4; ++r) {
+    int compute_ops = 0;
+    for (const dualpipe::schedule::Op& op : schedule.programs[r]) compute_ops += op.is_compute();
+    EXPECT_EQ(complete[r], compute_ops) << "rank " << r;
+    EXPECT_EQ(busy_us[r], 24000) << "rank " << r;
+  }
   EXPECT_EQ(named, 1);
 }
 

@@ -6,14 +6,19 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -46,6 +51,18 @@ std::vector<std::string> with(std::vector<std::string> args, const std::vector<s
   return args;
 }
 
+// `args` with the value of `flag` set to `value` (replaced in place, or appended).
+std::vector<std::string> with_value(std::vector<std::string> args, const std::string& flag,
+                                    const std::string& value) {
+  for (std::size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == flag) {
+      args[i + 1] = value;
+      return args;
+    }
+  }
+  return with(args, {flag, value});
+}
+
 // Starts `dualpipe <args>` with stdout+stderr to `log`; returns its pid.
 pid_t spawn(const std::vector<std::string>& args, const fs::path& log) {
   const pid_t pid = ::fork();
@@ -63,6 +80,17 @@ pid_t spawn(const std::vector<std::string>& args, const fs::path& log) {
     ::_exit(127);
   }
   return pid;
+}
+
+// waitpid's status word in words, for assertion messages.
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+  return "status word " + std::to_string(status);
+}
+
+bool killed_by(int status, int sig) {
+  return WIFSIGNALED(status) && WTERMSIG(status) == sig;
 }
 
 int wait_exit(pid_t pid) {
@@ -153,6 +181,7 @@ TEST(TrainCli, DualPipeMatchesSingleProcessReference) {
   const Manifest m = read_latest_checkpoint(dir.string());
   double max_diff = 0.0;
   int compared = 0;
+  std::map<std::string, int> copies;  // parameter name -> rank files holding it
   for (const std::string& file : m.files) {
     for (const auto& [name, tensor] : load_tensors((dir / file).string())) {
       if (name.rfind("opt.", 0) == 0 || name.rfind("eplb.", 0) == 0) continue;
@@ -160,9 +189,13 @@ TEST(TrainCli, DualPipeMatchesSingleProcessReference) {
       max_diff =
           std::max(max_diff, (tensor - reference.parameters.at(name)).abs().max().item<double>());
       ++compared;
+      ++copies[name];
     }
   }
-  EXPECT_GT(compared, 0);
+  // Every parameter of the model is in the checkpoint, twice: DualPipe keeps a copy of every
+  // stage for each direction, on two ranks.
+  EXPECT_EQ(copies.size(), reference.parameters.size());
+  for (const auto& [name, count] : copies) EXPECT_EQ(count, 2) << name;
   EXPECT_LE(max_diff, 1e-6);
   std::cout << "compared " << compared << " tensors, max |difference| " << max_diff << "\n";
 
@@ -188,38 +221,92 @@ TEST(TrainCli, OneF1BMatchesSingleProcessReference) {
   fs::remove_all(dir);
 }
 
-// A run killed with SIGKILL (launcher and every rank, at once) after a checkpoint and then
-// resumed gives, from the checkpoint on, the same losses bit for bit as an uninterrupted run.
+// While alive, makes this process the reaper of its orphaned descendants: the ranks of a
+// launcher killed here become children of the test, which can then wait for them.
+struct ChildSubreaper {
+  ChildSubreaper() { ::prctl(PR_SET_CHILD_SUBREAPER, 1); }
+  ~ChildSubreaper() { ::prctl(PR_SET_CHILD_SUBREAPER, 0); }
+};
+
+// SIGKILLs and reaps the child processes it holds that were not waited for yet, so that a failed
+// assertion leaves no long run behind.
+struct KillOnExit {
+  std::vector<pid_t> pids;
+  void forget(pid_t pid) { pids.erase(std::remove(pids.begin(), pids.end(), pid), pids.end()); }
+  ~KillOnExit() {
+    for (pid_t pid : pids) ::kill(pid, SIGKILL);
+    for (pid_t pid : pids) ::waitpid(pid, nullptr, 0);
+  }
+};
+
+// A run killed with SIGKILL (launcher and every rank) after a checkpoint and then resumed gives,
+// from the checkpoint on, the same losses bit for bit as an uninterrupted run.
+//
+// NOTE: the killed run is given far more steps than it can train before the kill, so it can never
+// finish first. The learning rate depends on the total step count only after the warm-up, so
+// every run here warms up over all `steps` steps: the killed run's first `steps` steps then do the
+// same arithmetic as the uninterrupted run's, and the resumed run (told --steps `steps`) goes on
+// exactly like it.
 TEST(TrainCli, SigkillThenResumeIsBitIdentical) {
   const int steps = 24;
+  const int killed_steps = 100000;  // hours of training: the kill always lands mid-run
+  const std::vector<std::string> config =
+      with_value(with(kSmall, {"--checkpoint-interval", "3"}), "--warmup", std::to_string(steps));
   const fs::path whole = fresh_dir("whole");
-  ASSERT_EQ(run(with(kSmall, {"--steps", std::to_string(steps), "--checkpoint-interval", "3",
-                              "--run-dir", whole.string()}),
+  ASSERT_EQ(run(with(config, {"--steps", std::to_string(steps), "--run-dir", whole.string()}),
                 whole.string() + ".log"),
             0)
       << read_text(whole.string() + ".log");
   const std::vector<double> expected = losses_of(whole);
   ASSERT_EQ(expected.size(), static_cast<std::size_t>(steps));
 
+  const ChildSubreaper subreaper;
   const fs::path killed = fresh_dir("killed");
-  const auto args = with(kSmall, {"--steps", std::to_string(steps), "--checkpoint-interval", "3",
-                                  "--run-dir", killed.string()});
-  const pid_t launcher = spawn(args, killed.string() + ".log");
+  const std::string killed_log = killed.string() + ".log";
+  KillOnExit cleanup;
+  const pid_t launcher =
+      spawn(with(config, {"--steps", std::to_string(killed_steps), "--run-dir", killed.string()}),
+            killed_log);
+  cleanup.pids.push_back(launcher);
+  // Poll for the first checkpoint (bounded; stop early if the run ends on its own).
+  int status = 0;
+  pid_t ended = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (!has_checkpoint(killed.string()) && std::chrono::steady_clock::now() < deadline) {
+    ended = ::waitpid(launcher, &status, WNOHANG);
+    if (ended == launcher) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  ASSERT_TRUE(has_checkpoint(killed.string())) << read_text(killed.string() + ".log");
-  std::vector<pid_t> ranks = children_of(launcher);
-  for (pid_t r : ranks) ::kill(r, SIGKILL);
+  if (ended == launcher) {
+    cleanup.forget(launcher);
+    FAIL() << "the run " << describe_status(status) << " before it was killed\n"
+           << read_text(killed_log);
+  }
+  const std::vector<pid_t> ranks = children_of(launcher);
+  cleanup.pids.insert(cleanup.pids.end(), ranks.begin(), ranks.end());
+  // The launcher first: its ranks are then this process's children (see ChildSubreaper), so
+  // each one's end can be waited for and checked below.
   ::kill(launcher, SIGKILL);
-  EXPECT_EQ(wait_exit(launcher), 128 + SIGKILL);
+  ASSERT_EQ(::waitpid(launcher, &status, 0), launcher) << std::strerror(errno);
+  cleanup.forget(launcher);
+  EXPECT_TRUE(killed_by(status, SIGKILL)) << "launcher " << describe_status(status);
+  for (pid_t r : ranks) ::kill(r, SIGKILL);
   EXPECT_EQ(ranks.size(), 4u);
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let the kernel reap them
+  for (pid_t r : ranks) {
+    const pid_t reaped = ::waitpid(r, &status, 0);
+    cleanup.forget(r);
+    ASSERT_EQ(reaped, r) << "rank pid " << r << ": " << std::strerror(errno);
+    EXPECT_TRUE(killed_by(status, SIGKILL)) << "rank pid " << r << " " << describe_status(status);
+  }
+  ASSERT_TRUE(has_checkpoint(killed.string())) << "no checkpoint within 120 s of the start\n"
+                                               << read_text(killed_log);
   const int checkpoint_step = read_latest_checkpoint(killed.string()).step;
-  ASSERT_LT(checkpoint_step, steps) << "the run finished before it was killed";
+  ASSERT_LT(checkpoint_step, steps) << "the kill landed only after step " << steps
+                                    << ", the last one the uninterrupted run has to compare with";
 
-  ASSERT_EQ(run(with(kSmall, {"--resume", killed.string()}), killed.string() + ".log2"), 0)
+  ASSERT_EQ(run(with(config, {"--resume", killed.string(), "--steps", std::to_string(steps)}),
+                killed.string() + ".log2"),
+            0)
       << read_text(killed.string() + ".log2");
   EXPECT_NE(read_text(killed.string() + ".log2").find("resuming from the checkpoint of step"),
             std::string::npos);
@@ -250,6 +337,7 @@ TEST(TrainCli, InterruptStopsAllRanksWithACheckpoint) {
   const std::string log = read_text(dir.string() + ".log");
   EXPECT_NE(log.find("stopped at step"), std::string::npos) << log;
   const int last = read_metrics(dir.string()).back().step;
+  EXPECT_GE(last, 3);  // SIGINT was sent once 3 steps were in the metrics
   EXPECT_LT(last, 1000);
   EXPECT_EQ(read_latest_checkpoint(dir.string()).step, last);
   fs::remove_all(dir);
