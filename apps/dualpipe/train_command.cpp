@@ -46,8 +46,12 @@ struct TrainOptions {
   std::vector<std::pair<CLI::Option*, std::function<void(train::TrainConfig&)>>> overrides;
 };
 
+// NOTE: an alias, because clang-format 14 and 19 space `T Class::*name` differently.
 template <typename T>
-void add(CLI::App* sub, TrainOptions& o, const std::string& flags, T train::TrainConfig::*field,
+using ConfigField = T train::TrainConfig::*;
+
+template <typename T>
+void add(CLI::App* sub, TrainOptions& o, const std::string& flags, ConfigField<T> field,
          const std::string& help) {
   CLI::Option* opt = sub->add_option(flags, o.cli.*field, help)->capture_default_str();
   TrainOptions* self = &o;
@@ -74,7 +78,7 @@ train::TrainConfig resolve_config(const TrainOptions& o) {
 
 int run_rank(const TrainOptions& o) {
   const train::TrainConfig config = resolve_config(o);
-  struct sigaction action {};
+  struct sigaction action = {};
   action.sa_handler = request_stop;
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, nullptr);

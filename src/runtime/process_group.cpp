@@ -29,7 +29,7 @@ CommunicatorPtr make_communicator(const c10::intrusive_ptr<c10d::Store>& store, 
   // write into SIGPIPE, which kills a C++ process (Python ignores SIGPIPE, so PyTorch users never
   // see it). Ignore it unless the program installed its own handler: the write then fails with
   // EPIPE and surfaces as an error naming the peer.
-  struct sigaction current {};
+  struct sigaction current = {};
   if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
     std::signal(SIGPIPE, SIG_IGN);
   }

@@ -34,14 +34,20 @@ c10::intrusive_ptr<c10d::Store> connect_store(const DistributedEnv& env,
   // NOTE: we count joined ranks ourselves (below) so a timeout can say who is missing.
   store_options.waitWorkers = false;
   store_options.timeout = timeout;
-  try {
-    return c10::make_intrusive<c10d::TCPStore>(env.master_addr, store_options);
-  } catch (const std::exception& e) {
-    throw std::runtime_error(
+  use_classic_tcp_store(store_options);
+  auto failure = [&](const std::string& cause) {
+    return std::runtime_error(
         "rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
         (env.rank == 0 ? " could not serve" : " could not reach") + " the rendezvous store at " +
-        env.master_addr + ":" + std::to_string(env.master_port) + " within " + seconds(timeout) +
-        ": " + e.what());
+        env.master_addr + ":" + std::to_string(env.master_port) + " (timeout " + seconds(timeout) +
+        "): " + cause);
+  };
+  try {
+    return c10::make_intrusive<c10d::TCPStore>(env.master_addr, store_options);
+  } catch (const c10::Error& e) {
+    throw failure(e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw failure(e.what());
   }
 }
 

@@ -48,7 +48,9 @@ nlohmann::json toml_to_json(std::istream& in, const std::string& path) {
     } else if (value.is_floating()) {
       json[key] = value.as_floating();
     } else if (value.is_string()) {
-      json[key] = value.as_string().str;
+      // NOTE: toml::get works on toml11 3.x (Debian 12) and 4.x (Debian 13), whose as_string()
+      // return types differ.
+      json[key] = toml::get<std::string>(value);
     } else if (value.is_boolean()) {
       json[key] = value.as_boolean();
     } else {

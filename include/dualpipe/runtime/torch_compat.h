@@ -25,6 +25,23 @@ using Communicator = c10d::ProcessGroup;
 using CommunicatorPtr = c10::intrusive_ptr<Communicator>;
 using WorkPtr = c10::intrusive_ptr<c10d::Work>;
 
+// NOTE: LibTorch 2.4 turned TCPStoreOptions::useLibUV on by default, but builds without libuv
+// (Debian's 2.6) then refuse to start a store ("use_libuv was requested but PyTorch was build
+// without libuv support"). The classic TCPStore backend exists in every version, so dualpipe
+// always asks for it. A template, so that versions without the field (1.13) compile too and this
+// header need not include TCPStore.hpp.
+template <typename StoreOptions>
+auto use_classic_tcp_store(StoreOptions& options, int)
+    -> decltype(options.useLibUV = false, void()) {
+  options.useLibUV = false;
+}
+template <typename StoreOptions>
+void use_classic_tcp_store(StoreOptions&, long) {}
+template <typename StoreOptions>
+void use_classic_tcp_store(StoreOptions& options) {
+  use_classic_tcp_store(options, 0);
+}
+
 // Whether this LibTorch build has CUDA and NCCL (the GPU machines' 2.x builds).
 #if defined(USE_C10D_NCCL)
 inline constexpr bool kHasNccl = true;
