@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Installs what dualpipe needs to build, test and run, from Debian 12's packages only.
+# Installs what dualpipe needs to build, test and run, from Debian's packages only: Debian 13
+# (trixie: LibTorch 2.6) or Debian 12 (bookworm: LibTorch 1.13); the package names are the same.
 # Idempotent: installs only what is missing. Run as root (or with sudo).
 set -euo pipefail
+
+debian=$(cat /etc/debian_version 2>/dev/null || echo unknown)
+case "$debian" in
+  12.* | 13.* | trixie* | forky* | */sid) ;;
+  *) echo "setup: warning: Debian 12 or 13 expected, /etc/debian_version says '$debian'" >&2 ;;
+esac
 
 packages=(
   build-essential cmake ninja-build ccache git pkg-config
   libtorch-dev libgloo-dev libopenblas-dev libopenblas0-pthread
+  python3-torch  # the Python side of the same LibTorch (torchrun, side-by-side checks)
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
   fortunes fortunes-min
@@ -38,4 +46,6 @@ if command -v update-alternatives >/dev/null; then
     fi
   done
 fi
-echo "setup: all packages present"
+version_of() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo missing; }
+echo "setup: all packages present (Debian $debian, libtorch-dev $(version_of libtorch-dev)," \
+  "python3-torch $(version_of python3-torch))"
