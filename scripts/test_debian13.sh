@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command against Debian 13's LibTorch 2.6 from a Debian 12 host: makes (once)
-# a Debian 13 root with debootstrap, binds this checkout into it and runs scripts/test.sh there
-# with its own build folder (build-deb13), so both LibTorch versions are built and tested from
-# one checkout. On Debian 13 itself it is scripts/test.sh. As root.
+# a Debian 13 root with debootstrap, binds this checkout into it at the same path and runs
+# scripts/test.sh there with its own build folder (build-deb13), so both LibTorch versions are
+# built and tested from one checkout. On Debian 13 itself it is scripts/test.sh. As root.
 #   DUALPIPE_DEBIAN13_ROOT   where the Debian 13 root lives (default /var/cache/dualpipe/debian13)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,8 +44,8 @@ bind() {  # bind SOURCE TARGET_IN_ROOT
 }
 mount -t proc proc "$root/proc" && mounted+=("$root/proc")
 bind /dev /dev  # with /dev/pts and /dev/shm
-bind "$repo" /src/dualpipe
+bind "$repo" "$repo"  # same path inside: build-deb13's CMake cache and ccache keys stay valid
 
 chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root CI="${CI:-}" \
   DUALPIPE_BUILD_DIR=build-deb13 DUALPIPE_JOBS="${DUALPIPE_JOBS:-2}" \
-  bash -c 'cd /src/dualpipe && bash scripts/test.sh'
+  bash -c "cd '$repo' && bash scripts/test.sh"
