@@ -21,13 +21,42 @@ void accumulate(at::Tensor& param, const at::Tensor& grad) {
   }
 }
 
+// The backward of y = x W^T (+ b) for both autograd Functions below: the input gradient now; the
+// weight (and bias) gradient now, or pushed to the WeightGradStore when a deferral guard is
+// active (then their returned gradients are undefined). `bias` may be undefined.
+torch::autograd::variable_list linear_backward(const at::Tensor& input, at::Tensor weight,
+                                               at::Tensor bias, const at::Tensor& grad_output) {
+  at::Tensor grad_input;
+  if (input.requires_grad()) grad_input = grad_output.matmul(weight);
+  const bool need_weight = weight.requires_grad();
+  const bool need_bias = bias.defined() && bias.requires_grad();
+  auto weight_grads = [grad_output, input, need_weight, need_bias] {
+    const at::Tensor g = grad_output.reshape({-1, grad_output.size(-1)});
+    at::Tensor grad_weight, grad_bias;
+    if (need_weight) grad_weight = g.t().mm(input.reshape({-1, input.size(-1)}));
+    if (need_bias) grad_bias = g.sum(0);
+    return std::make_pair(grad_weight, grad_bias);
+  };
+  if (WeightGradStore* store = DeferWeightGradGuard::current()) {
+    store->push([weight_grads, weight, bias]() mutable {
+      at::NoGradGuard no_grad;
+      auto [grad_weight, grad_bias] = weight_grads();
+      if (grad_weight.defined()) accumulate(weight, grad_weight);
+      if (grad_bias.defined()) accumulate(bias, grad_bias);
+    });
+    return {grad_input, at::Tensor(), at::Tensor()};
+  }
+  auto [grad_weight, grad_bias] = weight_grads();
+  return {grad_input, grad_weight, grad_bias};
+}
+
+// NOTE: the parameters are kept as IValues rather than SavedVariables so the deferred closure
+// can write their .grad(): they are leaves, so this is the parameter itself.
 class LinearFunction : public torch::autograd::Function<LinearFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input,
                             const at::Tensor& weight, const at::Tensor& bias) {
     ctx->save_for_backward({input});
-    // NOTE: the parameters are kept as IValues rather than SavedVariables so the deferred closure
-    // can write their .grad(): they are leaves, so this is the parameter itself.
     ctx->saved_data["weight"] = weight;
     ctx->saved_data["bias"] = bias;
     return at::linear(input, weight, bias);
@@ -35,32 +64,29 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    const at::Tensor input = ctx->get_saved_variables()[0];
-    at::Tensor weight = ctx->saved_data["weight"].toTensor();
-    at::Tensor bias = ctx->saved_data["bias"].toTensor();
-    const at::Tensor& grad_output = grad_outputs[0];
-    at::Tensor grad_input;
-    if (input.requires_grad()) grad_input = grad_output.matmul(weight);
-    const bool need_weight = weight.requires_grad();
-    const bool need_bias = bias.defined() && bias.requires_grad();
-    auto weight_grads = [grad_output, input, need_weight, need_bias] {
-      const at::Tensor g = grad_output.reshape({-1, grad_output.size(-1)});
-      at::Tensor grad_weight, grad_bias;
-      if (need_weight) grad_weight = g.t().mm(input.reshape({-1, input.size(-1)}));
-      if (need_bias) grad_bias = g.sum(0);
-      return std::make_pair(grad_weight, grad_bias);
-    };
-    if (WeightGradStore* store = DeferWeightGradGuard::current()) {
-      store->push([weight_grads, weight, bias]() mutable {
-        at::NoGradGuard no_grad;
-        auto [grad_weight, grad_bias] = weight_grads();
-        if (grad_weight.defined()) accumulate(weight, grad_weight);
-        if (grad_bias.defined()) accumulate(bias, grad_bias);
-      });
-      return {grad_input, at::Tensor(), at::Tensor()};
-    }
-    auto [grad_weight, grad_bias] = weight_grads();
-    return {grad_input, grad_weight, grad_bias};
+    return linear_backward(ctx->get_saved_variables()[0], ctx->saved_data["weight"].toTensor(),
+                           ctx->saved_data["bias"].toTensor(), grad_outputs[0]);
+  }
+};
+
+// Without bias. NOTE: a separate Function because LibTorch 1.13's Function::apply cannot take an
+// undefined tensor argument ("tensor does not have a device").
+class LinearNoBiasFunction : public torch::autograd::Function<LinearNoBiasFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input,
+                            const at::Tensor& weight) {
+    ctx->save_for_backward({input});
+    ctx->saved_data["weight"] = weight;
+    return at::linear(input, weight);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    torch::autograd::variable_list grads =
+        linear_backward(ctx->get_saved_variables()[0], ctx->saved_data["weight"].toTensor(),
+                        at::Tensor(), grad_outputs[0]);
+    grads.pop_back();  // no bias input
+    return grads;
   }
 };
 
@@ -98,6 +124,7 @@ void LinearImpl::pretty_print(std::ostream& stream) const {
 }
 
 at::Tensor LinearImpl::forward(const at::Tensor& input) {
+  if (!bias.defined()) return LinearNoBiasFunction::apply(input, weight);
   return LinearFunction::apply(input, weight, bias);
 }
 

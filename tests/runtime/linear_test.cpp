@@ -48,6 +48,36 @@ TEST(LinearTest, DeferredWeightGradRunsOnlyInW) {
   EXPECT_THROW(store.pop_and_run(), std::logic_error);
 }
 
+// bias(false), as every projection of the MoE block has it: same parameters as torch::nn::Linear,
+// the same gradients, and a deferrable weight gradient.
+TEST(LinearTest, WithoutBiasMatchesTorchLinearAndDefers) {
+  const auto options = torch::nn::LinearOptions(16, 8).bias(false);
+  torch::manual_seed(7);
+  torch::nn::Linear theirs(options);
+  torch::manual_seed(7);
+  Linear ours(options);
+  ASSERT_EQ(ours->parameters().size(), 1u);
+  EXPECT_FALSE(ours->bias.defined());
+  EXPECT_TRUE(torch::equal(ours->weight, theirs->weight));
+  const at::Tensor x = torch::randn({3, 5, 16});
+  const at::Tensor x1 = x.clone().requires_grad_(true), x2 = x.clone().requires_grad_(true);
+  EXPECT_TRUE(torch::equal(ours(x), theirs(x)));
+  theirs(x1).pow(2).sum().backward();
+
+  WeightGradStore store;
+  store.begin_group();
+  {
+    DeferWeightGradGuard guard(&store);
+    ours(x2).pow(2).sum().backward();
+  }
+  store.end_group();
+  EXPECT_TRUE(torch::allclose(x2.grad(), x1.grad(), 1e-6, 1e-6));
+  EXPECT_FALSE(ours->weight.grad().defined());
+  ASSERT_EQ(store.num_queued(), 1u);
+  store.pop_and_run();
+  EXPECT_TRUE(torch::allclose(ours->weight.grad(), theirs->weight.grad(), 1e-6, 1e-5));
+}
+
 TEST(LinearTest, WithoutGuardBehavesLikeAutograd) {
   Linear lin(4, 3);
   const at::Tensor x = torch::randn({2, 4});

@@ -1,15 +1,16 @@
 #pragma once
-// The projection layer every moe module uses.
+// The projection layer every moe module uses: dualpipe::runtime::Linear (the options, parameters
+// and initialisation of torch::nn::Linear), whose weight gradient goes to the executor's W queue
+// inside a deferral guard and to the FB hook's mlp(W)/attn(W) points, so the zero-bubble
+// schedules' W ops carry the model's weight-gradient work.
 
-#include <torch/nn/modules/linear.h>
+#include <torch/nn/options/linear.h>
+
+#include "dualpipe/runtime/linear.h"
 
 namespace dualpipe::moe {
 
-// NOTE: one-line switch to dualpipe::runtime::Linear (same options, weight gradient deferrable to
-// the executor's W queue and to the FB hook's mlp(W)/attn(W) points). Not switched yet: in
-// LibTorch 1.13 runtime::Linear with bias(false) fails ("tensor does not have a device": a custom
-// autograd Function cannot take the undefined bias), and every projection here has no bias.
-using Linear = torch::nn::Linear;
+using Linear = runtime::Linear;
 using LinearOptions = torch::nn::LinearOptions;
 
 }  // namespace dualpipe::moe
