@@ -1,10 +1,11 @@
 #include "dualpipe/train/train_config.h"
 
 #include <fstream>
-#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <toml.hpp>
+
+#include "dualpipe/schedule/registry.h"
 
 namespace dualpipe::train {
 namespace {
@@ -64,15 +65,13 @@ nlohmann::json toml_to_json(std::istream& in, const std::string& path) {
 }  // namespace
 
 int TrainConfig::num_stages() const {
-  return schedule == "dualpipev" ? 2 * num_ranks : num_ranks;
+  return schedule::schedule_placement(schedule, num_ranks).num_stages();
 }
 
 void TrainConfig::validate() const {
-  static const std::set<std::string> kSchedules = {"dualpipe", "dualpipev", "1f1b", "zb1p",
-                                                   "gpipe"};
-  require(kSchedules.count(schedule) == 1,
-          "unknown schedule \"" + schedule + "\"; allowed: dualpipe, dualpipev, 1f1b, zb1p, gpipe");
   require(num_ranks >= 1, "num_ranks must be >= 1, got " + std::to_string(num_ranks));
+  // The schedule registry names the allowed schedules and the rank counts each accepts.
+  schedule::schedule_placement(schedule, num_ranks);
   require(ep >= 1, "ep must be >= 1, got " + std::to_string(ep));
   require(num_layers >= 1 && num_layers % num_stages() == 0,
           "num_layers must be a positive multiple of the " + std::to_string(num_stages()) +

@@ -29,7 +29,32 @@ TEST(TrainConfig, ValidationNamesTheValues) {
   }
   c = TrainConfig{};
   c.schedule = "interleaved";
-  EXPECT_THROW(c.validate(), std::invalid_argument);
+  try {
+    c.validate();
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(
+        std::string(e.what()).find(
+            "unknown schedule \"interleaved\", allowed: dualpipe, dualpipev, 1f1b, zb1p, gpipe"),
+        std::string::npos)
+        << e.what();
+  }
+  c = TrainConfig{};
+  c.num_ranks = 3;  // DualPipe pairs rank r with R-1-r
+  c.num_layers = 3;
+  try {
+    c.validate();
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("multiple of 2, got num_ranks=3"), std::string::npos)
+        << e.what();
+  }
+  c.schedule = "1f1b";
+  EXPECT_NO_THROW(c.validate());
+  EXPECT_EQ(c.num_stages(), 3);
+  c.schedule = "dualpipev";
+  c.num_layers = 6;
+  EXPECT_EQ(c.num_stages(), 6);
   c = TrainConfig{};
   c.top_k = 5;
   EXPECT_THROW(c.validate(), std::invalid_argument);
