@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <deque>
 #include <stdexcept>
 
 #include "dualpipe/schedule/registry.h"
@@ -220,33 +221,53 @@ StepResult Pipeline::step(const TensorList& inputs, int num_microbatches,
 }
 
 void Pipeline::sync_mirror_gradients() {
-  if (schedule_name_ != "dualpipe" || modules_.size() != 2) return;
-  const int mirror = num_ranks_ - 1 - rank_;
-  if (mirror == rank_) return;
-  std::vector<at::Tensor> params0 = modules_[0]->parameters();
-  std::vector<at::Tensor> params1 = modules_[1]->parameters();
-  // Our slot 0 is the mirror's slot 1 (same model stage) and vice versa.
-  at::Tensor into0 = at::empty({flat_grads(params0).numel()});
-  at::Tensor into1 = at::empty({flat_grads(params1).numel()});
-  std::vector<at::Tensor> send0 = {flat_grads(params0)}, send1 = {flat_grads(params1)};
-  std::vector<at::Tensor> recv0 = {into0}, recv1 = {into1};
-  const int peer = comm_rank_of_[mirror];
+  // NOTE: stage instances with the same stage number in different directions are copies of one
+  // model stage (DualPipe's (0, s) on rank s and (1, s) on rank R-1-s); schedules with one
+  // direction have none. The placement says where each copy is; no schedule name is needed.
+  const schedule::Placement placement =
+      schedule_.programs.empty() ? schedule::schedule_placement(schedule_name_, num_ranks_)
+                                 : schedule_.placement;
+  if (placement.num_directions() < 2) return;
+  struct Exchange {
+    std::size_t slot;
+    int peer;
+    at::Tensor received;
+  };
+  std::vector<Exchange> exchanges;
   std::vector<WorkPtr> works;
-  works.push_back(comm_->recv(recv0, peer, kMirrorTagBase + 1));  // mirror's slot 1 -> our slot 0
-  works.push_back(comm_->recv(recv1, peer, kMirrorTagBase + 0));  // mirror's slot 0 -> our slot 1
-  works.push_back(comm_->send(send0, peer, kMirrorTagBase + 0));
-  works.push_back(comm_->send(send1, peer, kMirrorTagBase + 1));
-  for (const WorkPtr& work : works) {
-    try {
-      work->wait(options_.timeout);
-    } catch (const std::exception& e) {
-      throw std::runtime_error("rank " + std::to_string(rank_) +
-                               " exchanging mirror gradients with rank " + std::to_string(mirror) +
-                               " failed: " + e.what());
+  // NOTE: a deque, so the tensor lists handed to send/recv stay where they are until the works
+  // complete.
+  std::deque<std::vector<at::Tensor>> buffers;
+  for (std::size_t slot = 0; slot < modules_.size(); ++slot) {
+    const schedule::StageId id = placement.stage_at(rank_, static_cast<int>(slot));
+    for (int d = 0; d < placement.num_directions(); ++d) {
+      if (d == id.direction) continue;
+      const schedule::StageLocation copy = placement.at(d, id.stage);
+      if (copy.rank == rank_) continue;  // NOTE: a copy on this rank is not summed (none today)
+      const int peer = comm_rank_of_[copy.rank];
+      at::Tensor mine = flat_grads(modules_[slot]->parameters());
+      Exchange exchange{slot, copy.rank, at::empty_like(mine)};
+      // Tags name the sender's slot, so each receive meets the copy it sums.
+      buffers.push_back({exchange.received});
+      works.push_back(comm_->recv(buffers.back(), peer, kMirrorTagBase + copy.slot));
+      buffers.push_back({mine});
+      works.push_back(comm_->send(buffers.back(), peer, kMirrorTagBase + static_cast<int>(slot)));
+      exchanges.push_back(std::move(exchange));
     }
   }
-  add_flat_grads(params0, into0);
-  add_flat_grads(params1, into1);
+  for (std::size_t i = 0; i < works.size(); ++i) {
+    try {
+      works[i]->wait(options_.timeout);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("rank " + std::to_string(rank_) +
+                               " exchanging mirror gradients with rank " +
+                               std::to_string(exchanges[i / 2].peer) + " failed: " + e.what());
+    }
+  }
+  for (Exchange& exchange : exchanges) {
+    std::vector<at::Tensor> params = modules_[exchange.slot]->parameters();
+    add_flat_grads(params, exchange.received);
+  }
 }
 
 }  // namespace dualpipe::runtime

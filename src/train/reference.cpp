@@ -5,6 +5,7 @@
 
 #include <stdexcept>
 
+#include "dualpipe/schedule/registry.h"
 #include "dualpipe/train/model.h"
 #include "dualpipe/train/optimizer.h"
 #include "dualpipe/train/training_data.h"
@@ -33,8 +34,10 @@ ReferenceResult train_reference(const TrainConfig& config) {
   const int64_t rows = config.microbatch_size;
   const runtime::Criterion criterion = moe::language_model_criterion(
       static_cast<double>(C * config.microbatch_size * config.seq_len));
-  // DualPipe's two directions each accumulate half the micro-batches.
-  const int groups = config.schedule == "dualpipe" ? 2 : 1;
+  // Each direction of the schedule accumulates its share of the micro-batches in its own copy of
+  // the stages (DualPipe: two halves), summed afterwards as the pipeline's mirror sync does.
+  const int groups =
+      schedule::schedule_placement(config.schedule, config.num_ranks).num_directions();
 
   ReferenceResult result;
   for (int step = 1; step <= config.steps; ++step) {

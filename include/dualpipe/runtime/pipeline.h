@@ -74,8 +74,9 @@ class Pipeline {
   static bool takes_inputs(const std::string& schedule_name, int num_ranks, int rank);
   static bool takes_labels(const std::string& schedule_name, int num_ranks, int rank);
 
-  // DualPipe: adds the gradients of each stage's two copies (rank s slot 0 and rank R-1-s slot 1)
-  // so both hold the sum. Blocking; every pipeline rank must call it. No-op for other schedules.
+  // Adds the gradients of the copies of each model stage that the schedule's directions hold
+  // (DualPipe: rank s slot 0 and rank R-1-s slot 1) so every copy holds the sum. Blocking; every
+  // pipeline rank must call it. No-op for schedules with one direction (no copies).
   void sync_mirror_gradients();
 
   int rank() const { return rank_; }
