@@ -6,7 +6,6 @@
 // for the micro-batches entering at rank 0 and a copy of stage R-1-r for those entering at rank
 // R-1, so every rank builds two stage modules; step() sums the two copies' gradients.
 
-#include <torch/nn/functional/loss.h>
 #include <torch/optim/sgd.h>
 
 #include <iostream>
@@ -34,18 +33,13 @@ int main() {
   rt::DualPipe pipeline(modules[0], modules[1], job.world);
   torch::optim::SGD optimizer(parameters, torch::optim::SGDOptions(0.05));
 
-  // One loss per micro-batch; scale by 1/kMicrobatches for the mean over the batch.
-  rt::Criterion criterion = [](const rt::TensorList& outputs, const rt::TensorList& labels) {
-    return torch::nn::functional::mse_loss(outputs[0], labels[0]) / kMicrobatches;
-  };
+  const rt::Criterion criterion = examples::mse_criterion(kMicrobatches);
 
   double first_loss = 0, last_loss = 0;
   for (int step = 0; step < kSteps; ++step) {
     // Every rank draws the same global batch; local_batch picks this rank's share (DualPipe:
     // rank 0 the first half's inputs and the second half's labels, rank R-1 the reverse).
-    torch::manual_seed(step);
-    at::Tensor x = at::randn({kMicrobatches * kRowsPerMicrobatch, kHidden});
-    at::Tensor y = at::sin(x);
+    auto [x, y] = examples::regression_batch(step, kMicrobatches * kRowsPerMicrobatch, kHidden);
     rt::LocalBatch batch = rt::local_batch("dualpipe", num_ranks, rank, kMicrobatches, {x}, {y});
 
     optimizer.zero_grad();

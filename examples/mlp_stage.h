@@ -1,5 +1,6 @@
 #pragma once
-// The stage module both examples train: a residual MLP block, x + fc2(gelu(fc1(x))).
+// What both examples train: a residual MLP block, x + fc2(gelu(fc1(x))), as the stage module, on
+// a toy regression task.
 //
 // A pipeline stage is a StageModule: forward() maps the tensors received from the previous
 // stage to the tensors sent to the next one. The layers are dualpipe::runtime::Linear, a
@@ -7,8 +8,10 @@
 // W ops; with torch::nn::Linear the same code still trains, with the W work done in B.
 
 #include <torch/nn/functional/activation.h>
+#include <torch/nn/functional/loss.h>
 
 #include <memory>
+#include <utility>
 
 #include "dualpipe/runtime/linear.h"
 #include "dualpipe/runtime/stage_module.h"
@@ -40,6 +43,22 @@ class MlpStage : public dualpipe::runtime::StageModule {
 inline std::shared_ptr<MlpStage> make_stage(int stage, int64_t hidden) {
   torch::manual_seed(1000 + stage);
   return std::make_shared<MlpStage>(hidden);
+}
+
+// Step `step`'s global batch of the task y = sin(x): `rows` rows of N(0, 1) drawn from seed `step`,
+// so every rank draws the same batch without communicating.
+inline std::pair<at::Tensor, at::Tensor> regression_batch(int step, int64_t rows, int64_t hidden) {
+  torch::manual_seed(step);
+  at::Tensor x = at::randn({rows, hidden});
+  return {x, at::sin(x)};
+}
+
+// One loss per micro-batch, scaled by 1/num_microbatches: the step's gradients are those of the
+// mean over the batch.
+inline dualpipe::runtime::Criterion mse_criterion(int num_microbatches) {
+  return [num_microbatches](const TensorList& outputs, const TensorList& labels) {
+    return torch::nn::functional::mse_loss(outputs[0], labels[0]) / num_microbatches;
+  };
 }
 
 }  // namespace examples

@@ -6,7 +6,6 @@
 // rank the labels and the loss. Pipeline::stages_for and local_batch answer those questions for
 // any schedule, so this program differs from the DualPipe example only in how it is built.
 
-#include <torch/nn/functional/loss.h>
 #include <torch/optim/sgd.h>
 
 #include <iostream>
@@ -33,16 +32,12 @@ int main(int argc, char** argv) {
   }
   rt::Pipeline pipeline(schedule, modules, job.world);
   torch::optim::SGD optimizer(parameters, torch::optim::SGDOptions(0.05));
-  rt::Criterion criterion = [](const rt::TensorList& outputs, const rt::TensorList& labels) {
-    return torch::nn::functional::mse_loss(outputs[0], labels[0]) / kMicrobatches;
-  };
+  const rt::Criterion criterion = examples::mse_criterion(kMicrobatches);
 
   double first_loss = 0, last_loss = 0;
   for (int step = 0; step < kSteps; ++step) {
-    torch::manual_seed(step);
-    at::Tensor x = at::randn({kMicrobatches * kRowsPerMicrobatch, kHidden});
-    rt::LocalBatch batch =
-        rt::local_batch(schedule, num_ranks, rank, kMicrobatches, {x}, {at::sin(x)});
+    auto [x, y] = examples::regression_batch(step, kMicrobatches * kRowsPerMicrobatch, kHidden);
+    rt::LocalBatch batch = rt::local_batch(schedule, num_ranks, rank, kMicrobatches, {x}, {y});
     optimizer.zero_grad();
     rt::StepResult result = pipeline.step(batch.inputs, kMicrobatches, criterion, batch.labels);
     optimizer.step();
