@@ -78,6 +78,34 @@ void add_flat_grads(std::vector<at::Tensor>& params, const at::Tensor& flat) {
   }
 }
 
+// Moves every parameter's gradient out, leaving it undefined: the step then produces only its
+// own gradients.
+std::vector<at::Tensor> take_gradients(std::vector<at::Tensor>& params) {
+  std::vector<at::Tensor> earlier;
+  earlier.reserve(params.size());
+  for (at::Tensor& p : params) {
+    earlier.push_back(p.grad());
+    if (p.grad().defined()) p.mutable_grad() = at::Tensor();
+  }
+  return earlier;
+}
+
+// Puts the gradients take_gradients() moved out back: added to this step's gradients, or, with
+// `drop_new` (the step failed), instead of them.
+void restore_gradients(std::vector<at::Tensor>& params, std::vector<at::Tensor>& earlier,
+                       bool drop_new) {
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    at::Tensor& grad = params[i].mutable_grad();
+    if (!earlier[i].defined()) {
+      if (drop_new) grad = at::Tensor();
+    } else if (drop_new || !grad.defined()) {
+      grad = earlier[i];
+    } else {
+      grad = earlier[i].add_(grad);
+    }
+  }
+}
+
 }  // namespace
 
 Pipeline::Pipeline(std::string schedule_name, std::vector<StagePtr> modules, CommunicatorPtr comm,
@@ -180,7 +208,28 @@ StepResult Pipeline::step(const TensorList& inputs, int num_microbatches,
     data.criterion = &criterion;
   }
 
-  StepOutput out = executor_.run(schedule_, data);
+  // NOTE: gradient accumulation (several steps before one optimiser step). The mirror-copy sum
+  // and the data-parallel average must see only what this step adds, or the gradients of earlier
+  // steps would be summed and averaged again: they are set aside for the step and added back.
+  std::vector<at::Tensor> params;
+  for (const StagePtr& m : modules_) {
+    for (const at::Tensor& p : m->parameters()) params.push_back(p);
+  }
+  const bool sync_mirrors = options_.sync_mirror_gradients && placement.num_directions() > 1;
+  const bool average = options_.data_parallel && options_.data_parallel->getSize() > 1;
+  const bool sync = training && (sync_mirrors || average);
+  std::vector<at::Tensor> earlier;
+  if (sync) earlier = take_gradients(params);
+  StepOutput out;
+  try {
+    out = executor_.run(schedule_, data);
+    if (sync && sync_mirrors) sync_mirror_gradients();
+    if (sync && average) average_over_replicas(params);
+  } catch (...) {
+    if (sync) restore_gradients(params, earlier, /*drop_new=*/true);
+    throw;
+  }
+  if (sync) restore_gradients(params, earlier, /*drop_new=*/false);
 
   StepResult result;
   std::vector<at::Tensor> losses;
@@ -201,23 +250,24 @@ StepResult Pipeline::step(const TensorList& inputs, int num_microbatches,
       result.outputs.push_back(at::cat(parts, 0));
     }
   }
-  if (training) {
-    if (options_.sync_mirror_gradients) sync_mirror_gradients();
-    if (options_.data_parallel && options_.data_parallel->getSize() > 1) {
-      std::vector<at::Tensor> params;
-      for (const StagePtr& m : modules_) {
-        for (const at::Tensor& p : m->parameters()) params.push_back(p);
-      }
-      std::vector<at::Tensor> flat = {flat_grads(params)};
-      options_.data_parallel->allreduce(flat)->wait(options_.timeout);
-      flat[0].div_(options_.data_parallel->getSize());
-      for (at::Tensor& p : params) {
-        if (p.grad().defined()) p.mutable_grad().zero_();
-      }
-      add_flat_grads(params, flat[0]);
-    }
-  }
   return result;
+}
+
+void Pipeline::average_over_replicas(std::vector<at::Tensor>& params) {
+  std::vector<at::Tensor> flat = {flat_grads(params)};
+  try {
+    options_.data_parallel->allreduce(flat)->wait(options_.timeout);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("pipeline rank " + std::to_string(rank_) +
+                             ": averaging gradients over " +
+                             std::to_string(options_.data_parallel->getSize()) +
+                             " data-parallel replicas failed: " + e.what());
+  }
+  flat[0].div_(options_.data_parallel->getSize());
+  for (at::Tensor& p : params) {
+    if (p.grad().defined()) p.mutable_grad().zero_();
+  }
+  add_flat_grads(params, flat[0]);
 }
 
 void Pipeline::sync_mirror_gradients() {

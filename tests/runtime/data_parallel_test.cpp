@@ -5,6 +5,7 @@
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 
+#include "dualpipe/runtime/local_batch.h"
 #include "dualpipe/runtime/pipeline.h"
 #include "mlp_stage.h"
 #include "test_ranks.h"
@@ -72,6 +73,70 @@ TEST(DataParallelTest, TwoReplicasEqualOneProcessOnTheWholeBatch) {
   EXPECT_NE(json.find("\"name\":\"W d0 s0 mb0\",\"cat\":\"compute\",\"pid\":0"), std::string::npos);
   EXPECT_NE(json.find("\"cat\":\"wait\""), std::string::npos);
   EXPECT_NE(json.find("\"cat\":\"send\""), std::string::npos);
+}
+
+// Gradient accumulation: three DualPipe steps on PP=2 x DP=2 before one optimiser step give the
+// gradients of all the steps' summed losses, averaged over the replicas: the mirror-copy sum and
+// the replica average count each step once (summing the whole .grad() again would count the
+// first step's gradients three times on every copy).
+TEST(DataParallelTest, DualPipeAccumulatesOverStepsWithoutCountingTwice) {
+  constexpr int kPp = 2, kDp = 2, kMicrobatches = 4, kMbs = 2, kSteps = 3;
+  torch::manual_seed(12);
+  const int64_t rows = kDp * kMicrobatches * kMbs;
+  std::vector<at::Tensor> x, l;
+  for (int s = 0; s < kSteps; ++s) {
+    x.push_back(torch::randn({rows, 3, testing::kHidden}));
+    l.push_back(torch::randn({rows, 3, testing::kHidden}));
+  }
+  std::vector<std::shared_ptr<testing::MlpStage>> ref = {make_mlp_stage(0), make_mlp_stage(1)};
+  for (int s = 0; s < kSteps; ++s) {
+    auto xs = x[s].split(kMbs), ls = l[s].split(kMbs);
+    for (std::size_t m = 0; m < xs.size(); ++m) {
+      mse(ref[1]->forward({}, ref[0]->forward({}, {xs[m]})), {ls[m]}).backward();
+    }
+  }
+  // thread index = replica * kPp + pipeline rank; each rank holds stage r and a copy of 1 - r.
+  std::vector<std::vector<StagePtr>> modules(kPp * kDp);
+  for (int i = 0; i < kPp * kDp; ++i) {
+    const int rank = i % kPp;
+    modules[i] = {make_mlp_stage(rank), make_mlp_stage(kPp - 1 - rank)};
+  }
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  auto errors = testing::run_ranks(kPp * kDp, [&](int index, CommunicatorPtr) {
+    const int replica = index / kPp, rank = index % kPp;
+    CommunicatorOptions co;
+    co.timeout = std::chrono::seconds(20);
+    auto pp = make_communicator(
+        c10::make_intrusive<c10d::PrefixStore>("pp" + std::to_string(replica), store), rank, kPp,
+        co);
+    auto dp = make_communicator(
+        c10::make_intrusive<c10d::PrefixStore>("dp" + std::to_string(rank), store), replica, kDp,
+        co);
+    PipelineOptions options;
+    options.data_parallel = dp;
+    DualPipe pipeline(modules[index][0], modules[index][1], pp, options);
+    const int64_t share = rows / kDp;
+    for (int s = 0; s < kSteps; ++s) {
+      // Both pipeline ranks are first and last ranks: each takes its half of the replica's share.
+      const at::Tensor mine = x[s].narrow(0, replica * share, share);
+      const at::Tensor labels = l[s].narrow(0, replica * share, share);
+      const LocalBatch batch = local_batch("dualpipe", kPp, rank, kMicrobatches, {mine}, {labels});
+      pipeline.step(batch.inputs, kMicrobatches, mse, batch.labels);
+    }
+  });
+  for (auto& e : errors) ASSERT_EQ(e, nullptr) << testing::message_of(e);
+  for (int i = 0; i < kPp * kDp; ++i) {
+    for (int slot = 0; slot < 2; ++slot) {
+      const int stage = slot == 0 ? i % kPp : kPp - 1 - i % kPp;
+      auto theirs = ref[stage]->named_parameters();
+      for (auto& p : modules[i][slot]->named_parameters()) {
+        const at::Tensor want = theirs[p.key()].grad() / kDp;
+        EXPECT_TRUE(torch::allclose(p.value().grad(), want, 1e-5, 1e-6))
+            << "thread " << i << " slot " << slot << " " << p.key() << " max diff "
+            << (p.value().grad() - want).abs().max().item<double>();
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -54,10 +54,15 @@ class Pipeline {
   //           split along dim 0 into that direction's micro-batches.
   //   labels: needed only on ranks holding a last stage, split the same way (DualPipe: rank 0
   //           holds direction 1's labels, rank R-1 direction 0's).
-  // With gradients enabled it trains (gradients accumulate in the modules' .grad()); under
+  // With gradients enabled it trains: this step's gradients are summed over the copies of each
+  // model stage (DualPipe, unless options.sync_mirror_gradients is false) and averaged over the
+  // data-parallel replicas (collectives: every pipeline and data-parallel rank takes part), then
+  // added to what the modules' .grad() already held. So several steps before one optimiser step
+  // accumulate the gradients of the summed losses, each step synced once. Under
   // torch::NoGradGuard it runs forward only and returns the outputs. Argument errors
   // (micro-batch count, missing inputs, indivisible batch) throw std::invalid_argument before
-  // any communication; peer failures throw std::runtime_error (see Executor::run).
+  // any communication; peer failures throw std::runtime_error (see Executor::run), after which
+  // the modules' .grad() are what they were before the step.
   StepResult step(const TensorList& inputs, int num_microbatches, const Criterion& criterion = {},
                   const TensorList& labels = {}, bool return_outputs = false);
 
@@ -87,6 +92,9 @@ class Pipeline {
   const schedule::Schedule& last_schedule() const { return schedule_; }
 
  private:
+  // Averages the gradients of `params` (this step's only) over the data-parallel replicas.
+  void average_over_replicas(std::vector<at::Tensor>& params);
+
   std::string schedule_name_;
   std::vector<StagePtr> modules_;
   CommunicatorPtr comm_;
