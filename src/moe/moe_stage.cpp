@@ -46,7 +46,7 @@ MoEStage::MoEStage(const ModelConfig& config, const StageOptions& options,
 }
 
 MoEStage::Context& MoEStage::context(const runtime::MicrobatchId& id) {
-  auto it = contexts_.find(key_of(id));
+  auto it = contexts_.find(id);
   if (it == contexts_.end()) {
     throw std::logic_error("MoEStage: backward of " + runtime::to_string(id) +
                            " without its forward");
@@ -95,7 +95,7 @@ void MoEStage::end_backward(Context& ctx) {
 
 runtime::TensorList MoEStage::forward(const runtime::MicrobatchId& id,
                                       const runtime::TensorList& inputs) {
-  Context& ctx = contexts_[key_of(id)];
+  Context& ctx = contexts_[id];
   ctx = Context();
   ctx.inputs = inputs;
   ctx.blocks.resize(num_blocks());
@@ -114,7 +114,7 @@ runtime::TensorList MoEStage::forward(const runtime::MicrobatchId& id,
   end_forward(ctx, ctx.blocks.back().output);
   if (!at::GradMode::is_enabled()) {
     runtime::TensorList out = {ctx.output};
-    contexts_.erase(key_of(id));
+    contexts_.erase(id);
     return out;
   }
   return {ctx.output};
@@ -136,7 +136,7 @@ void MoEStage::backward(const runtime::MicrobatchId& id, const runtime::TensorLi
     b.attention_backward(s);
   }
   end_backward(ctx);
-  contexts_.erase(key_of(id));
+  contexts_.erase(id);
 }
 
 runtime::TensorList MoEStage::forward_reference(const runtime::TensorList& inputs) {

@@ -61,7 +61,7 @@ runtime::ForwardResult MoEStage::overlapped_forward_backward(
     stream.record(name, "compute", start, runtime::Trace::now_us());
   };
 
-  Context& fctx = fs.contexts_[key_of(forward.id)];
+  Context& fctx = fs.contexts_[forward.id];
   fctx = Context();
   fctx.inputs = forward.inputs;
   fctx.blocks.resize(fs.num_blocks());
@@ -116,7 +116,7 @@ runtime::ForwardResult MoEStage::overlapped_forward_backward(
 
   fs.end_forward(fctx, fctx.blocks.back().output);
   bs.end_backward(bctx);
-  bs.contexts_.erase(key_of(backward.id));
+  bs.contexts_.erase(backward.id);
 
   runtime::ForwardResult result;
   result.outputs = {fctx.output};

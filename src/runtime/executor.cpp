@@ -76,7 +76,7 @@ Executor::Executor(int rank, std::vector<StagePtr> modules, CommunicatorPtr comm
 }
 
 Executor::Instance& Executor::instance(const MicrobatchId& id) {
-  return instances_[Key{id.direction, id.stage, id.microbatch}];
+  return instances_[MicrobatchId{id.direction, id.stage, id.microbatch}];
 }
 
 void Executor::check_specs(RunState& state, const ItemKey& key, int peer,
@@ -122,7 +122,7 @@ TensorList Executor::forward_inputs(RunState& state, const MicrobatchId& id) {
   if (state.is_local(id.direction, id.stage - 1, rank_)) {
     Instance& prev = instance({id.direction, id.stage - 1, id.microbatch});
     TensorList leaves = as_leaves(prev.outputs, state.training);
-    if (!state.training) instances_.erase(Key{id.direction, id.stage - 1, id.microbatch});
+    if (!state.training) instances_.erase(MicrobatchId{id.direction, id.stage - 1, id.microbatch});
     return leaves;
   }
   const ItemKey key{ItemKind::kActivation, {id.direction, id.stage - 1, id.microbatch}};
@@ -135,7 +135,7 @@ TensorList Executor::forward_inputs(RunState& state, const MicrobatchId& id) {
 TensorList Executor::backward_grads(RunState& state, const MicrobatchId& id) {
   if (state.is_last(id.stage)) return {};
   if (state.is_local(id.direction, id.stage + 1, rank_)) {
-    const Key next{id.direction, id.stage + 1, id.microbatch};
+    const MicrobatchId next{id.direction, id.stage + 1, id.microbatch};
     TensorList grads = std::move(instances_[next].input_grads);
     instances_.erase(next);
     return grads;
@@ -161,7 +161,7 @@ void Executor::finish_forward(RunState& state, const MicrobatchId& id, const Ten
       inst.outputs = {loss};
       inst.has_outputs = true;
     } else {
-      instances_.erase(Key{id.direction, id.stage, id.microbatch});
+      instances_.erase(MicrobatchId{id.direction, id.stage, id.microbatch});
       return;
     }
   } else {
@@ -200,7 +200,7 @@ void Executor::finish_backward(RunState& state, const MicrobatchId& id) {
   inst.has_outputs = false;
   --state.live;
   if (id.stage == 0) {
-    instances_.erase(Key{id.direction, id.stage, id.microbatch});
+    instances_.erase(MicrobatchId{id.direction, id.stage, id.microbatch});
     return;
   }
   inst.input_grads = std::move(grads);
@@ -344,13 +344,13 @@ StepOutput Executor::run(const schedule::Schedule& schedule, const StepData& dat
               }
             }
           } else {
-            instances_.erase(Key{op.direction, op.stage, op.microbatch});
+            instances_.erase(MicrobatchId{op.direction, op.stage, op.microbatch});
           }
           break;
         }
         case OpKind::kSendGrad:
           if (training) {
-            const Key key{op.direction, op.stage, op.microbatch};
+            const MicrobatchId key{op.direction, op.stage, op.microbatch};
             state.channel->send({ItemKind::kGrad, id_of(op)}, op.peer, instances_[key].input_grads);
             instances_.erase(key);
           }

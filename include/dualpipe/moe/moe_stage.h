@@ -20,7 +20,6 @@
 
 #include <map>
 #include <memory>
-#include <tuple>
 #include <vector>
 
 #include "dualpipe/moe/decoder_block.h"
@@ -86,11 +85,6 @@ class MoEStage : public runtime::StageModule {
     at::Tensor final_out;   // what the stage output leaf is a copy of
     at::Tensor output;      // the stage output leaf
   };
-  using Key = std::tuple<int, int, int>;
-  static Key key_of(const runtime::MicrobatchId& id) {
-    return {id.direction, id.stage, id.microbatch};
-  }
-
   // Embedding (or the input itself) -> block 0's input.
   at::Tensor begin_forward(Context& ctx);
   void end_forward(Context& ctx, const at::Tensor& last_block_output);
@@ -107,7 +101,7 @@ class MoEStage : public runtime::StageModule {
   torch::nn::ModuleList blocks_{nullptr};
   RMSNorm final_norm_{nullptr};
   Linear head_{nullptr};
-  std::map<Key, Context> contexts_;
+  std::map<runtime::MicrobatchId, Context> contexts_;
   int num_overlapped_ = 0;
 };
 

@@ -19,7 +19,6 @@
 #include <chrono>
 #include <map>
 #include <memory>
-#include <tuple>
 #include <vector>
 
 #include "dualpipe/runtime/p2p_channel.h"
@@ -87,7 +86,6 @@ class Executor {
     bool has_outputs = false;
     bool has_input_grads = false;
   };
-  using Key = std::tuple<int, int, int>;
   struct RunState;
 
   Instance& instance(const MicrobatchId& id);
@@ -110,7 +108,7 @@ class Executor {
   ExecutorOptions options_;
   WeightGradStore weight_grad_store_;
   Trace trace_;
-  std::map<Key, Instance> instances_;
+  std::map<MicrobatchId, Instance> instances_;
   int activation_peak_ = 0;
 };
 

@@ -24,6 +24,12 @@ struct MicrobatchId {
   friend bool operator==(const MicrobatchId& a, const MicrobatchId& b) {
     return a.direction == b.direction && a.stage == b.stage && a.microbatch == b.microbatch;
   }
+  // Direction, then stage, then micro-batch: ids key ordered maps directly.
+  friend bool operator<(const MicrobatchId& a, const MicrobatchId& b) {
+    if (a.direction != b.direction) return a.direction < b.direction;
+    if (a.stage != b.stage) return a.stage < b.stage;
+    return a.microbatch < b.microbatch;
+  }
 };
 
 // "d0 s2 mb5", for messages and traces.
