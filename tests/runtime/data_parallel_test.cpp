@@ -19,6 +19,21 @@ at::Tensor mse(const TensorList& outputs, const TensorList& labels) {
   return torch::mse_loss(outputs.at(0), labels.at(0));
 }
 
+// The pipeline communicator of `replica` and the data-parallel communicator of pipeline rank
+// `rank` on a PP x DP grid of thread ranks. Blocking: every thread of the grid calls it.
+std::pair<CommunicatorPtr, CommunicatorPtr> connect_grid(
+    const c10::intrusive_ptr<c10d::Store>& store, int replica, int rank, int pp_size, int dp_size) {
+  CommunicatorOptions options;
+  options.timeout = std::chrono::seconds(20);
+  auto pp = make_communicator(
+      c10::make_intrusive<c10d::PrefixStore>("pp" + std::to_string(replica), store), rank, pp_size,
+      options);
+  auto dp =
+      make_communicator(c10::make_intrusive<c10d::PrefixStore>("dp" + std::to_string(rank), store),
+                        replica, dp_size, options);
+  return {pp, dp};
+}
+
 TEST(DataParallelTest, TwoReplicasEqualOneProcessOnTheWholeBatch) {
   constexpr int kPp = 2, kDp = 2, kMicrobatches = 4, kMbs = 2;
   torch::manual_seed(11);
@@ -36,14 +51,7 @@ TEST(DataParallelTest, TwoReplicasEqualOneProcessOnTheWholeBatch) {
   auto store = c10::make_intrusive<c10d::HashStore>();
   auto errors = testing::run_ranks(kPp * kDp, [&](int index, CommunicatorPtr) {
     const int replica = index / kPp, rank = index % kPp;
-    CommunicatorOptions co;
-    co.timeout = std::chrono::seconds(20);
-    auto pp = make_communicator(
-        c10::make_intrusive<c10d::PrefixStore>("pp" + std::to_string(replica), store), rank, kPp,
-        co);
-    auto dp = make_communicator(
-        c10::make_intrusive<c10d::PrefixStore>("dp" + std::to_string(rank), store), replica, kDp,
-        co);
+    auto [pp, dp] = connect_grid(store, replica, rank, kPp, kDp);
     PipelineOptions options;
     options.data_parallel = dp;
     options.trace = true;
@@ -104,14 +112,7 @@ TEST(DataParallelTest, DualPipeAccumulatesOverStepsWithoutCountingTwice) {
   auto store = c10::make_intrusive<c10d::HashStore>();
   auto errors = testing::run_ranks(kPp * kDp, [&](int index, CommunicatorPtr) {
     const int replica = index / kPp, rank = index % kPp;
-    CommunicatorOptions co;
-    co.timeout = std::chrono::seconds(20);
-    auto pp = make_communicator(
-        c10::make_intrusive<c10d::PrefixStore>("pp" + std::to_string(replica), store), rank, kPp,
-        co);
-    auto dp = make_communicator(
-        c10::make_intrusive<c10d::PrefixStore>("dp" + std::to_string(rank), store), replica, kDp,
-        co);
+    auto [pp, dp] = connect_grid(store, replica, rank, kPp, kDp);
     PipelineOptions options;
     options.data_parallel = dp;
     DualPipe pipeline(modules[index][0], modules[index][1], pp, options);
