@@ -5,6 +5,7 @@
 #include <deque>
 #include <stdexcept>
 
+#include "dualpipe/runtime/gradient_buffers.h"
 #include "dualpipe/schedule/registry.h"
 
 namespace dualpipe::runtime {
@@ -12,6 +13,16 @@ namespace {
 
 // NOTE: far above the p2p channel's tag space for any realistic size (it checks its own bound).
 constexpr int kMirrorTagBase = 2000000000;
+constexpr std::size_t kMaxGradientBuckets = 16;  // dtype x device combinations in one stage
+
+int mirror_tag(std::size_t slot, std::size_t bucket) {
+  if (bucket >= kMaxGradientBuckets) {
+    throw std::invalid_argument("a stage's parameters span " + std::to_string(bucket + 1) +
+                                " (dtype, device) combinations; at most " +
+                                std::to_string(kMaxGradientBuckets) + " are supported");
+  }
+  return kMirrorTagBase + static_cast<int>(slot * kMaxGradientBuckets + bucket);
+}
 
 std::vector<int> inverse_mapping(const std::vector<int>& mapping, int size) {
   std::vector<int> comm_rank_of(size);
@@ -54,56 +65,6 @@ std::vector<TensorList> split_batch(const TensorList& tensors, int chunks, const
     for (int c = 0; c < chunks; ++c) result[c].push_back(parts[c]);
   }
   return result;
-}
-
-at::Tensor flat_grads(const std::vector<at::Tensor>& params) {
-  std::vector<at::Tensor> flat;
-  for (const at::Tensor& p : params) {
-    flat.push_back(p.grad().defined() ? p.grad().reshape(-1) : at::zeros({p.numel()}, p.options()));
-  }
-  return flat.empty() ? at::zeros({0}) : at::cat(flat);
-}
-
-void add_flat_grads(std::vector<at::Tensor>& params, const at::Tensor& flat) {
-  std::int64_t offset = 0;
-  for (at::Tensor& p : params) {
-    at::Tensor part = flat.narrow(0, offset, p.numel()).view(p.sizes());
-    offset += p.numel();
-    at::Tensor& grad = p.mutable_grad();
-    if (!grad.defined()) {
-      grad = part.clone();
-    } else {
-      grad.add_(part);
-    }
-  }
-}
-
-// Moves every parameter's gradient out, leaving it undefined: the step then produces only its
-// own gradients.
-std::vector<at::Tensor> take_gradients(std::vector<at::Tensor>& params) {
-  std::vector<at::Tensor> earlier;
-  earlier.reserve(params.size());
-  for (at::Tensor& p : params) {
-    earlier.push_back(p.grad());
-    if (p.grad().defined()) p.mutable_grad() = at::Tensor();
-  }
-  return earlier;
-}
-
-// Puts the gradients take_gradients() moved out back: added to this step's gradients, or, with
-// `drop_new` (the step failed), instead of them.
-void restore_gradients(std::vector<at::Tensor>& params, std::vector<at::Tensor>& earlier,
-                       bool drop_new) {
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    at::Tensor& grad = params[i].mutable_grad();
-    if (!earlier[i].defined()) {
-      if (drop_new) grad = at::Tensor();
-    } else if (drop_new || !grad.defined()) {
-      grad = earlier[i];
-    } else {
-      grad = earlier[i].add_(grad);
-    }
-  }
 }
 
 }  // namespace
@@ -254,20 +215,17 @@ StepResult Pipeline::step(const TensorList& inputs, int num_microbatches,
 }
 
 void Pipeline::average_over_replicas(std::vector<at::Tensor>& params) {
-  std::vector<at::Tensor> flat = {flat_grads(params)};
-  try {
-    options_.data_parallel->allreduce(flat)->wait(options_.timeout);
-  } catch (const std::exception& e) {
-    throw std::runtime_error("pipeline rank " + std::to_string(rank_) +
-                             ": averaging gradients over " +
-                             std::to_string(options_.data_parallel->getSize()) +
-                             " data-parallel replicas failed: " + e.what());
-  }
-  flat[0].div_(options_.data_parallel->getSize());
-  for (at::Tensor& p : params) {
-    if (p.grad().defined()) p.mutable_grad().zero_();
-  }
-  add_flat_grads(params, flat[0]);
+  const CommunicatorPtr& group = options_.data_parallel;
+  reduce_gradients(params, [&](std::vector<at::Tensor>& buckets) {
+    try {
+      group->allreduce(buckets)->wait(options_.timeout);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("pipeline rank " + std::to_string(rank_) +
+                               ": averaging gradients over " + std::to_string(group->getSize()) +
+                               " data-parallel replicas failed: " + e.what());
+    }
+    for (at::Tensor& bucket : buckets) bucket.div_(group->getSize());
+  });
 }
 
 void Pipeline::sync_mirror_gradients() {
@@ -281,10 +239,11 @@ void Pipeline::sync_mirror_gradients() {
   struct Exchange {
     std::size_t slot;
     int peer;
-    at::Tensor received;
+    FlatGradients received;  // the copy's gradients, laid out as this slot's
   };
   std::vector<Exchange> exchanges;
   std::vector<WorkPtr> works;
+  std::vector<int> works_peer;
   // NOTE: a deque, so the tensor lists handed to send/recv stay where they are until the works
   // complete.
   std::deque<std::vector<at::Tensor>> buffers;
@@ -295,13 +254,20 @@ void Pipeline::sync_mirror_gradients() {
       const schedule::StageLocation copy = placement.at(d, id.stage);
       if (copy.rank == rank_) continue;  // NOTE: a copy on this rank is not summed (none today)
       const int peer = comm_rank_of_[copy.rank];
-      at::Tensor mine = flat_grads(modules_[slot]->parameters());
-      Exchange exchange{slot, copy.rank, at::empty_like(mine)};
-      // Tags name the sender's slot, so each receive meets the copy it sums.
-      buffers.push_back({exchange.received});
-      works.push_back(comm_->recv(buffers.back(), peer, kMirrorTagBase + copy.slot));
-      buffers.push_back({mine});
-      works.push_back(comm_->send(buffers.back(), peer, kMirrorTagBase + static_cast<int>(slot)));
+      // NOTE: both copies have the same parameters, so the same buckets (one per dtype and
+      // device) in the same layout.
+      FlatGradients mine = flatten_gradients(modules_[slot]->parameters());
+      Exchange exchange{slot, copy.rank, mine};
+      for (std::size_t b = 0; b < mine.buckets.size(); ++b) {
+        // Tags name the sender's slot and the bucket, so each receive meets the copy it sums.
+        exchange.received.buckets[b] = at::empty_like(mine.buckets[b]);
+        buffers.push_back({exchange.received.buckets[b]});
+        works.push_back(comm_->recv(buffers.back(), peer, mirror_tag(copy.slot, b)));
+        works_peer.push_back(copy.rank);
+        buffers.push_back({mine.buckets[b]});
+        works.push_back(comm_->send(buffers.back(), peer, mirror_tag(slot, b)));
+        works_peer.push_back(copy.rank);
+      }
       exchanges.push_back(std::move(exchange));
     }
   }
@@ -311,12 +277,12 @@ void Pipeline::sync_mirror_gradients() {
     } catch (const std::exception& e) {
       throw std::runtime_error("rank " + std::to_string(rank_) +
                                " exchanging mirror gradients with rank " +
-                               std::to_string(exchanges[i / 2].peer) + " failed: " + e.what());
+                               std::to_string(works_peer[i]) + " failed: " + e.what());
     }
   }
   for (Exchange& exchange : exchanges) {
     std::vector<at::Tensor> params = modules_[exchange.slot]->parameters();
-    add_flat_grads(params, exchange.received);
+    unflatten_gradients(params, exchange.received, GradientWrite::kAdd);
   }
 }
 

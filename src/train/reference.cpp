@@ -5,6 +5,7 @@
 
 #include <stdexcept>
 
+#include "dualpipe/runtime/gradient_buffers.h"
 #include "dualpipe/schedule/registry.h"
 #include "dualpipe/train/model.h"
 #include "dualpipe/train/optimizer.h"
@@ -43,8 +44,11 @@ ReferenceResult train_reference(const TrainConfig& config) {
   for (int step = 1; step <= config.steps; ++step) {
     const at::Tensor windows = data.loader.next(C * rows);
     std::vector<double> losses(C, 0.0);
-    std::vector<at::Tensor> group_grads;  // previous groups' sums, flattened per parameter
     for (int g = 0; g < groups; ++g) {
+      // Each group computes its own gradients, then adds the earlier groups' sum to them, in the
+      // order the mirror sync adds the copies.
+      std::vector<at::Tensor> earlier;
+      if (groups > 1) earlier = runtime::take_gradients(params);
       for (int m = g * C / groups; m < (g + 1) * C / groups; ++m) {
         const at::Tensor w = windows.narrow(0, m * rows, rows);
         const at::Tensor inputs = w.narrow(1, 0, config.seq_len).contiguous();
@@ -75,25 +79,7 @@ ReferenceResult train_reference(const TrainConfig& config) {
           if (s > 0) grads = {stage_inputs[s].at(0).grad()};
         }
       }
-      if (groups > 1) {
-        if (g == 0) {
-          for (at::Tensor& p : params) {
-            group_grads.push_back(p.grad().defined() ? p.grad().clone() : at::Tensor());
-            p.mutable_grad() = at::Tensor();
-          }
-        } else {
-          torch::NoGradGuard no_grad;
-          for (std::size_t i = 0; i < params.size(); ++i) {
-            at::Tensor& p = params[i];
-            if (!group_grads[i].defined()) continue;
-            if (!p.grad().defined()) {
-              p.mutable_grad() = group_grads[i];
-            } else {
-              p.mutable_grad() = group_grads[i] + p.grad();
-            }
-          }
-        }
-      }
+      if (groups > 1) runtime::restore_gradients(params, earlier, /*drop_new=*/false);
     }
     double sum = 0.0;
     for (double l : losses) sum += l;

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "dualpipe/moe/comm_stream.h"
+#include "dualpipe/runtime/gradient_buffers.h"
 #include "dualpipe/runtime/pipeline.h"
 #include "dualpipe/runtime/process_grid.h"
 #include "dualpipe/schedule/registry.h"
@@ -89,25 +90,15 @@ void allreduce_sum(const runtime::CommunicatorPtr& comm, at::Tensor& tensor,
 void sync_ep_gradients(RankModel& model, const runtime::CommunicatorPtr& ep_group,
                        std::chrono::milliseconds timeout) {
   if (!ep_group || ep_group->getSize() == 1) return;
-  std::vector<at::Tensor> grads;
+  std::vector<at::Tensor> replicated;
   for (auto& stage : model.stages) {
     for (auto& item : stage->named_parameters()) {
-      if (item.key().find(".experts.") != std::string::npos) continue;
-      at::Tensor& p = item.value();
-      if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
-      grads.push_back(p.grad());
+      if (item.key().find(".experts.") == std::string::npos) replicated.push_back(item.value());
     }
   }
-  if (grads.empty()) return;
-  std::vector<at::Tensor> flat;
-  for (const at::Tensor& g : grads) flat.push_back(g.reshape({-1}));
-  at::Tensor all = at::cat(flat);
-  allreduce_sum(ep_group, all, timeout);
-  int64_t offset = 0;
-  for (at::Tensor& g : grads) {
-    g.copy_(all.narrow(0, offset, g.numel()).view_as(g));
-    offset += g.numel();
-  }
+  runtime::reduce_gradients(replicated, [&](std::vector<at::Tensor>& buckets) {
+    for (at::Tensor& bucket : buckets) allreduce_sum(ep_group, bucket, timeout);
+  });
 }
 
 // Scatters this rank's per-micro-batch losses into slots [ep_rank * C, (ep_rank + 1) * C) of a
