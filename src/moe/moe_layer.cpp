@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "dualpipe/check.h"
 #include "dualpipe/moe/all_to_all.h"
 
 namespace dualpipe::moe {
@@ -50,10 +51,9 @@ std::vector<int> trivial_map(int64_t num_physical, int64_t num_logical) {
 MoELayerImpl::MoELayerImpl(const ModelConfig& config, int ep_rank, int ep_size)
     : config_(config), ep_rank_(ep_rank), ep_size_(ep_size) {
   config_.validate();
-  if (ep_size < 1 || ep_rank < 0 || ep_rank >= ep_size) {
-    throw std::invalid_argument("MoELayer needs 0 <= ep_rank < ep_size, got ep_rank=" +
-                                std::to_string(ep_rank) + ", ep_size=" + std::to_string(ep_size));
-  }
+  DUALPIPE_CHECK(ep_size >= 1 && ep_rank >= 0 && ep_rank < ep_size,
+                 "MoELayer needs 0 <= ep_rank < ep_size, got ep_rank=", ep_rank,
+                 ", ep_size=", ep_size);
   const int64_t num_physical = config.num_physical_experts();
   if (num_physical % ep_size != 0) {
     throw std::invalid_argument(
@@ -107,35 +107,25 @@ void MoELayerImpl::check_physical_to_logical(const std::vector<int>& map) const 
 std::vector<std::vector<int>> MoELayerImpl::replica_lists(const std::vector<int>& map) const {
   const int64_t num_physical = config_.num_physical_experts();
   const int64_t num_logical = config_.num_experts;
-  if (static_cast<int64_t>(map.size()) != num_physical) {
-    throw std::invalid_argument("MoELayer placement needs one entry per physical expert (" +
-                                std::to_string(num_physical) + "), got " +
-                                std::to_string(map.size()));
-  }
+  DUALPIPE_CHECK(static_cast<int64_t>(map.size()) == num_physical,
+                 "MoELayer placement needs one entry per physical expert (", num_physical,
+                 "), got ", map.size());
   std::vector<std::vector<int>> replicas(num_logical);
   for (int64_t p = 0; p < num_physical; ++p) {
-    if (map[p] < 0 || map[p] >= num_logical) {
-      throw std::invalid_argument("MoELayer placement: physical expert " + std::to_string(p) +
-                                  " holds expert " + std::to_string(map[p]) + ", outside [0, " +
-                                  std::to_string(num_logical) + ")");
-    }
+    DUALPIPE_CHECK(map[p] >= 0 && map[p] < num_logical, "MoELayer placement: physical expert ", p,
+                   " holds expert ", map[p], ", outside [0, ", num_logical, ")");
     replicas[map[p]].push_back(static_cast<int>(p));
   }
   for (int64_t e = 0; e < num_logical; ++e) {
-    if (replicas[e].empty()) {
-      throw std::invalid_argument("MoELayer placement: expert " + std::to_string(e) +
-                                  " has no physical slot");
-    }
+    DUALPIPE_CHECK(!replicas[e].empty(), "MoELayer placement: expert ", e, " has no physical slot");
   }
   return replicas;
 }
 
 void MoELayerImpl::set_token_counts(const std::vector<int64_t>& counts) {
-  if (static_cast<int64_t>(counts.size()) != config_.num_experts) {
-    throw std::invalid_argument("MoELayer token counts need " +
-                                std::to_string(config_.num_experts) + " entries, got " +
-                                std::to_string(counts.size()));
-  }
+  DUALPIPE_CHECK(static_cast<int64_t>(counts.size()) == config_.num_experts,
+                 "MoELayer token counts need ", config_.num_experts, " entries, got ",
+                 counts.size());
   token_counts_ = counts;
 }
 
@@ -159,10 +149,8 @@ DispatchPlan MoELayerImpl::make_plan(const Routing& routing) const {
   std::vector<int64_t> physical(pairs);
   for (int64_t i = 0; i < pairs; ++i) {
     const int64_t e = logical[i];
-    if (e < 0 || e >= num_logical) {
-      throw std::invalid_argument("MoELayer routing chose expert " + std::to_string(e) +
-                                  ", outside [0, " + std::to_string(num_logical) + ")");
-    }
+    DUALPIPE_ASSERT(e >= 0 && e < num_logical, "MoELayer routing chose expert ", e,
+                    ", outside [0, ", num_logical, ")");
     const std::vector<int>& replicas = replicas_[e];
     const int64_t n = static_cast<int64_t>(replicas.size());
     physical[i] = n == 1 ? replicas[0] : replicas[(ep_rank_ + plan.logical_counts[e]) % n];

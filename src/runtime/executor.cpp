@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "dualpipe/check.h"
 #include "dualpipe/schedule/op.h"
 
 namespace dualpipe::runtime {
@@ -210,10 +211,8 @@ void Executor::finish_backward(RunState& state, const MicrobatchId& id) {
 void Executor::run_backward(RunState& state, const MicrobatchId& id, bool defer_weight_grad) {
   TensorList grads = backward_grads(state, id);
   Instance& inst = instance(id);
-  if (!inst.has_outputs) {
-    throw std::logic_error("rank " + std::to_string(rank_) + ": backward of " + to_string(id) +
-                           " before its forward");
-  }
+  DUALPIPE_ASSERT(inst.has_outputs, "rank ", rank_, ": backward of ", to_string(id),
+                  " before its forward");
   const std::int64_t start = Trace::now_us();
   StageModule& module = *modules_[state.schedule.placement.at(id.direction, id.stage).slot];
   if (defer_weight_grad) {
@@ -270,15 +269,11 @@ void Executor::run_pair(RunState& state, const Op& op) {
 }
 
 StepOutput Executor::run(const schedule::Schedule& schedule, const StepData& data) {
-  if (rank_ < 0 || rank_ >= schedule.num_ranks()) {
-    throw std::invalid_argument("executor rank " + std::to_string(rank_) + " is not in the " +
-                                std::to_string(schedule.num_ranks()) + "-rank schedule");
-  }
-  if (static_cast<int>(modules_.size()) != schedule.placement.num_slots(rank_)) {
-    throw std::invalid_argument("rank " + std::to_string(rank_) + " of schedule '" + schedule.name +
-                                "' holds " + std::to_string(schedule.placement.num_slots(rank_)) +
-                                " stage modules, got " + std::to_string(modules_.size()));
-  }
+  DUALPIPE_CHECK(rank_ >= 0 && rank_ < schedule.num_ranks(), "executor rank ", rank_,
+                 " is not in the ", schedule.num_ranks(), "-rank schedule");
+  DUALPIPE_CHECK(static_cast<int>(modules_.size()) == schedule.placement.num_slots(rank_), "rank ",
+                 rank_, " of schedule '", schedule.name, "' holds ",
+                 schedule.placement.num_slots(rank_), " stage modules, got ", modules_.size());
   const bool training = at::GradMode::is_enabled();
   RunState state{schedule, data, training, nullptr, {}, 0, false, {}};
   state.channel =
@@ -365,11 +360,9 @@ StepOutput Executor::run(const schedule::Schedule& schedule, const StepData& dat
     weight_grad_store_.clear();
     throw;
   }
-  if (training && weight_grad_store_.num_queued() != 0) {
-    throw std::logic_error("rank " + std::to_string(rank_) + ": " +
-                           std::to_string(weight_grad_store_.num_queued()) +
-                           " deferred weight-gradient groups were never run by a W op");
-  }
+  DUALPIPE_ASSERT(!training || weight_grad_store_.num_queued() == 0, "rank ", rank_, ": ",
+                  weight_grad_store_.num_queued(),
+                  " deferred weight-gradient groups were never run by a W op");
   instances_.clear();
   return std::move(state.output);
 }

@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <tuple>
 
+#include "dualpipe/check.h"
+
 namespace dualpipe::runtime {
 namespace {
 
@@ -41,12 +43,11 @@ at::Tensor encode_header(const TensorList& tensors, const ItemKey& key, Protocol
       for (std::int64_t size : t.sizes()) words.push_back(size);
     }
   }
-  if (tensors.size() > static_cast<std::size_t>(kMaxTensors) || words.size() > kHeaderLength) {
-    throw std::invalid_argument(
-        "cannot send " + to_string(key) + ": " + std::to_string(tensors.size()) +
-        " tensors do not fit one p2p header (at most " + std::to_string(kMaxTensors) +
-        " tensors, " + std::to_string(kHeaderLength) + " words in all)");
-  }
+  DUALPIPE_CHECK(
+      tensors.size() <= static_cast<std::size_t>(kMaxTensors) && words.size() <= kHeaderLength,
+      "cannot send ", to_string(key), ": ", tensors.size(),
+      " tensors do not fit one p2p header (at most ", kMaxTensors, " tensors, ", kHeaderLength,
+      " words in all)");
   at::Tensor header = at::zeros({kHeaderLength}, at::kLong);
   std::copy(words.begin(), words.end(), header.data_ptr<std::int64_t>());
   return header;
@@ -156,11 +157,8 @@ int P2PChannel::tag_of(const ItemKey& key, int message) const {
           max_microbatches_ +
       key.id.microbatch;
   const std::int64_t tag = item * kMessagesPerItem + message;
-  if (tag > std::numeric_limits<int>::max()) {
-    throw std::invalid_argument("p2p tag space exhausted: " + std::to_string(num_stages_) +
-                                " stages x " + std::to_string(max_microbatches_) +
-                                " micro-batches is too many");
-  }
+  DUALPIPE_CHECK(tag <= std::numeric_limits<int>::max(), "p2p tag space exhausted: ", num_stages_,
+                 " stages x ", max_microbatches_, " micro-batches is too many");
   return static_cast<int>(tag);
 }
 
@@ -328,10 +326,8 @@ void P2PChannel::progress() {
 
 TensorList P2PChannel::wait_recv(const ItemKey& key, std::vector<TensorSpec>* specs) {
   auto it = recvs_.find(key);
-  if (it == recvs_.end()) {
-    throw std::logic_error("rank " + std::to_string(rank_) + ": " + to_string(key) +
-                           " is consumed but its receive was never posted");
-  }
+  DUALPIPE_ASSERT(it != recvs_.end(), "rank ", rank_, ": ", to_string(key),
+                  " is consumed but its receive was never posted");
   PendingRecv& recv = it->second;
   const std::int64_t start = Trace::now_us();
   if (!recv.header_arrived) {

@@ -5,6 +5,7 @@
 #include <deque>
 #include <stdexcept>
 
+#include "dualpipe/check.h"
 #include "dualpipe/runtime/gradient_buffers.h"
 #include "dualpipe/schedule/registry.h"
 
@@ -16,11 +17,8 @@ constexpr int kMirrorTagBase = 2000000000;
 constexpr std::size_t kMaxGradientBuckets = 16;  // dtype x device combinations in one stage
 
 int mirror_tag(std::size_t slot, std::size_t bucket) {
-  if (bucket >= kMaxGradientBuckets) {
-    throw std::invalid_argument("a stage's parameters span " + std::to_string(bucket + 1) +
-                                " (dtype, device) combinations; at most " +
-                                std::to_string(kMaxGradientBuckets) + " are supported");
-  }
+  DUALPIPE_CHECK_LT(bucket, kMaxGradientBuckets,
+                    "a stage's parameters span too many (dtype, device) combinations");
   return kMirrorTagBase + static_cast<int>(slot * kMaxGradientBuckets + bucket);
 }
 
@@ -30,19 +28,13 @@ std::vector<int> inverse_mapping(const std::vector<int>& mapping, int size) {
     for (int r = 0; r < size; ++r) comm_rank_of[r] = r;
     return comm_rank_of;
   }
-  if (static_cast<int>(mapping.size()) != size) {
-    throw std::invalid_argument("rank_mapping has " + std::to_string(mapping.size()) +
-                                " entries but the communicator has " + std::to_string(size) +
-                                " ranks");
-  }
+  DUALPIPE_CHECK(static_cast<int>(mapping.size()) == size, "rank_mapping has ", mapping.size(),
+                 " entries but the communicator has ", size, " ranks");
   std::vector<bool> seen(size, false);
   for (int c = 0; c < size; ++c) {
     const int p = mapping[c];
-    if (p < 0 || p >= size || seen[p]) {
-      throw std::invalid_argument("rank_mapping must be a permutation of 0.." +
-                                  std::to_string(size - 1) + ", got " + std::to_string(p) +
-                                  " at position " + std::to_string(c));
-    }
+    DUALPIPE_CHECK(p >= 0 && p < size && !seen[p], "rank_mapping must be a permutation of 0..",
+                   size - 1, ", got ", p, " at position ", c);
     seen[p] = true;
     comm_rank_of[p] = c;
   }
@@ -55,12 +47,10 @@ std::vector<TensorList> split_batch(const TensorList& tensors, int chunks, const
   std::vector<TensorList> result(chunks);
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
-    if (!t.defined() || t.dim() == 0 || t.size(0) % chunks != 0) {
-      throw std::invalid_argument(
-          std::string("rank ") + std::to_string(rank) + ": " + what + "[" + std::to_string(i) +
-          "] has batch size " + (t.defined() && t.dim() > 0 ? std::to_string(t.size(0)) : "none") +
-          ", which does not split into " + std::to_string(chunks) + " equal micro-batches");
-    }
+    DUALPIPE_CHECK(t.defined() && t.dim() > 0 && t.size(0) % chunks == 0, "rank ", rank, ": ", what,
+                   "[", i, "] has batch size ",
+                   t.defined() && t.dim() > 0 ? std::to_string(t.size(0)) : "none",
+                   ", which does not split into ", chunks, " equal micro-batches");
     std::vector<at::Tensor> parts = t.split(t.size(0) / chunks, 0);
     for (int c = 0; c < chunks; ++c) result[c].push_back(parts[c]);
   }
@@ -82,10 +72,8 @@ Pipeline::Pipeline(std::string schedule_name, std::vector<StagePtr> modules, Com
       executor_(rank_, std::move(modules), comm, comm_rank_of_,
                 ExecutorOptions{options_.timeout, options_.trace}) {
   for (std::size_t i = 0; i < modules_.size(); ++i) {
-    if (!modules_[i]) {
-      throw std::invalid_argument("pipeline rank " + std::to_string(rank_) + ": stage module " +
-                                  std::to_string(i) + " is null");
-    }
+    DUALPIPE_CHECK(modules_[i] != nullptr, "pipeline rank ", rank_, ": stage module ", i,
+                   " is null");
   }
 }
 
@@ -115,20 +103,51 @@ bool Pipeline::takes_labels(const std::string& schedule_name, int num_ranks, int
   return !placement_with_rank(schedule_name, num_ranks, rank).directions_ending_on(rank).empty();
 }
 
-StepResult Pipeline::step(const TensorList& inputs, int num_microbatches,
-                          const Criterion& criterion, const TensorList& labels,
-                          bool return_outputs) {
-  if (schedule_.programs.empty() || schedule_.num_microbatches != num_microbatches) {
-    schedule_ = schedule::build_schedule(schedule_name_, num_ranks_, num_microbatches);
+namespace {
+
+// Hands direction d's share of `batch` (split into micro-batches) to `per_direction_lists[d]` for
+// each direction in `directions`, in order: they take consecutive parts of the batch.
+void distribute_batch(const TensorList& batch, const std::vector<int>& directions,
+                      int per_direction, const char* what, int rank,
+                      std::vector<std::vector<TensorList>>& per_direction_lists) {
+  auto chunks = split_batch(batch, static_cast<int>(directions.size()) * per_direction, what, rank);
+  for (std::size_t i = 0; i < directions.size(); ++i) {
+    per_direction_lists[directions[i]].assign(chunks.begin() + i * per_direction,
+                                              chunks.begin() + (i + 1) * per_direction);
   }
+}
+
+// The step's result on this rank: the losses and (when asked for, or forward-only) the outputs
+// of the directions ending here, in direction then micro-batch order.
+StepResult collect_result(StepOutput& out, const std::vector<int>& label_directions,
+                          bool keep_outputs) {
+  StepResult result;
+  std::vector<at::Tensor> losses;
+  std::vector<TensorList> outputs;
+  for (int d : label_directions) {
+    for (const at::Tensor& loss : out.losses[d]) {
+      if (loss.defined()) losses.push_back(loss);
+    }
+    for (TensorList& o : out.outputs[d]) {
+      if (!o.empty()) outputs.push_back(std::move(o));
+    }
+  }
+  if (!losses.empty()) result.loss = at::stack(losses);
+  if (keep_outputs && !outputs.empty()) {
+    for (std::size_t i = 0; i < outputs[0].size(); ++i) {
+      std::vector<at::Tensor> parts;
+      for (const TensorList& o : outputs) parts.push_back(o[i]);
+      result.outputs.push_back(at::cat(parts, 0));
+    }
+  }
+  return result;
+}
+
+}  // namespace
+
+StepData Pipeline::step_data(const TensorList& inputs, const Criterion& criterion,
+                             const TensorList& labels, bool return_outputs, bool training) const {
   const schedule::Placement& placement = schedule_.placement;
-  if (static_cast<int>(modules_.size()) != placement.num_slots(rank_)) {
-    throw std::invalid_argument("pipeline rank " + std::to_string(rank_) + " of '" +
-                                schedule_name_ + "' must hold " +
-                                std::to_string(placement.num_slots(rank_)) +
-                                " stage modules, got " + std::to_string(modules_.size()));
-  }
-  const bool training = at::GradMode::is_enabled();
   const int per_direction = schedule_.microbatches_per_direction();
   const std::vector<int> input_directions = placement.directions_starting_on(rank_);
   const std::vector<int> label_directions = placement.directions_ending_on(rank_);
@@ -137,37 +156,33 @@ StepResult Pipeline::step(const TensorList& inputs, int num_microbatches,
   data.labels.resize(schedule_.num_directions());
   data.return_outputs = return_outputs;
   if (!input_directions.empty()) {
-    if (inputs.empty()) {
-      throw std::invalid_argument("pipeline rank " + std::to_string(rank_) +
-                                  " holds the first stage of direction " +
-                                  std::to_string(input_directions[0]) + " of '" + schedule_name_ +
-                                  "' and needs inputs, got none");
-    }
-    auto chunks = split_batch(inputs, static_cast<int>(input_directions.size()) * per_direction,
-                              "inputs", rank_);
-    for (std::size_t i = 0; i < input_directions.size(); ++i) {
-      data.inputs[input_directions[i]].assign(chunks.begin() + i * per_direction,
-                                              chunks.begin() + (i + 1) * per_direction);
-    }
+    DUALPIPE_CHECK(!inputs.empty(), "pipeline rank ", rank_, " holds the first stage of direction ",
+                   input_directions[0], " of '", schedule_name_, "' and needs inputs, got none");
+    distribute_batch(inputs, input_directions, per_direction, "inputs", rank_, data.inputs);
   }
   if (!label_directions.empty() && (training || criterion)) {
-    if (!criterion) {
-      throw std::invalid_argument("pipeline rank " + std::to_string(rank_) +
-                                  " holds a last stage and needs a criterion to train");
-    }
-    if (labels.empty()) {
-      throw std::invalid_argument("pipeline rank " + std::to_string(rank_) +
-                                  " holds the last stage of direction " +
-                                  std::to_string(label_directions[0]) + " and needs labels");
-    }
-    auto chunks = split_batch(labels, static_cast<int>(label_directions.size()) * per_direction,
-                              "labels", rank_);
-    for (std::size_t i = 0; i < label_directions.size(); ++i) {
-      data.labels[label_directions[i]].assign(chunks.begin() + i * per_direction,
-                                              chunks.begin() + (i + 1) * per_direction);
-    }
+    DUALPIPE_CHECK(static_cast<bool>(criterion), "pipeline rank ", rank_,
+                   " holds a last stage and needs a criterion to train");
+    DUALPIPE_CHECK(!labels.empty(), "pipeline rank ", rank_, " holds the last stage of direction ",
+                   label_directions[0], " and needs labels");
+    distribute_batch(labels, label_directions, per_direction, "labels", rank_, data.labels);
     data.criterion = &criterion;
   }
+  return data;
+}
+
+StepResult Pipeline::step(const TensorList& inputs, int num_microbatches,
+                          const Criterion& criterion, const TensorList& labels,
+                          bool return_outputs) {
+  if (schedule_.programs.empty() || schedule_.num_microbatches != num_microbatches) {
+    schedule_ = schedule::build_schedule(schedule_name_, num_ranks_, num_microbatches);
+  }
+  const schedule::Placement& placement = schedule_.placement;
+  DUALPIPE_CHECK(static_cast<int>(modules_.size()) == placement.num_slots(rank_), "pipeline rank ",
+                 rank_, " of '", schedule_name_, "' must hold ", placement.num_slots(rank_),
+                 " stage modules, got ", modules_.size());
+  const bool training = at::GradMode::is_enabled();
+  const StepData data = step_data(inputs, criterion, labels, return_outputs, training);
 
   // NOTE: gradient accumulation (several steps before one optimiser step). The mirror-copy sum
   // and the data-parallel average must see only what this step adds, or the gradients of earlier
@@ -191,27 +206,7 @@ StepResult Pipeline::step(const TensorList& inputs, int num_microbatches,
     throw;
   }
   if (sync) restore_gradients(params, earlier, /*drop_new=*/false);
-
-  StepResult result;
-  std::vector<at::Tensor> losses;
-  std::vector<TensorList> outputs;
-  for (int d : label_directions) {
-    for (const at::Tensor& loss : out.losses[d]) {
-      if (loss.defined()) losses.push_back(loss);
-    }
-    for (TensorList& o : out.outputs[d]) {
-      if (!o.empty()) outputs.push_back(std::move(o));
-    }
-  }
-  if (!losses.empty()) result.loss = at::stack(losses);
-  if ((return_outputs || !training) && !outputs.empty()) {
-    for (std::size_t i = 0; i < outputs[0].size(); ++i) {
-      std::vector<at::Tensor> parts;
-      for (const TensorList& o : outputs) parts.push_back(o[i]);
-      result.outputs.push_back(at::cat(parts, 0));
-    }
-  }
-  return result;
+  return collect_result(out, placement.directions_ending_on(rank_), return_outputs || !training);
 }
 
 void Pipeline::average_over_replicas(std::vector<at::Tensor>& params) {

@@ -3,6 +3,8 @@
 #include <stdexcept>
 #include <utility>
 
+#include "dualpipe/check.h"
+
 namespace dualpipe::runtime {
 namespace {
 
@@ -13,18 +15,18 @@ thread_local WeightGradStore* tls_store = nullptr;
 }  // namespace
 
 void WeightGradStore::begin_group() {
-  if (open_) throw std::logic_error("WeightGradStore::begin_group: a group is already open");
+  DUALPIPE_ASSERT(!open_, "WeightGradStore::begin_group: a group is already open");
   open_ = true;
   current_.clear();
 }
 
 void WeightGradStore::push(Closure closure) {
-  if (!open_) throw std::logic_error("WeightGradStore::push outside begin_group/end_group");
+  DUALPIPE_ASSERT(open_, "WeightGradStore::push outside begin_group/end_group");
   current_.push_back(std::move(closure));
 }
 
 void WeightGradStore::end_group() {
-  if (!open_) throw std::logic_error("WeightGradStore::end_group without begin_group");
+  DUALPIPE_ASSERT(open_, "WeightGradStore::end_group without begin_group");
   queue_.push_back(std::move(current_));
   current_.clear();
   open_ = false;

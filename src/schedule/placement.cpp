@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "dualpipe/check.h"
+
 namespace dualpipe::schedule {
 
 Placement::Placement(int num_ranks, int num_directions, int num_stages,
@@ -12,30 +14,20 @@ Placement::Placement(int num_ranks, int num_directions, int num_stages,
       num_directions_(num_directions),
       num_stages_(num_stages),
       locations_(std::move(locations)) {
-  if (num_ranks < 1 || num_directions < 1 || num_stages < 1) {
-    throw std::invalid_argument("Placement needs num_ranks, num_directions, num_stages >= 1, got " +
-                                std::to_string(num_ranks) + ", " + std::to_string(num_directions) +
-                                ", " + std::to_string(num_stages));
-  }
-  if (static_cast<int>(locations_.size()) != num_directions * num_stages) {
-    throw std::invalid_argument(
-        "Placement needs num_directions*num_stages=" + std::to_string(num_directions * num_stages) +
-        " locations, got " + std::to_string(locations_.size()));
-  }
+  DUALPIPE_CHECK(num_ranks >= 1 && num_directions >= 1 && num_stages >= 1,
+                 "Placement needs num_ranks, num_directions, num_stages >= 1, got ", num_ranks,
+                 ", ", num_directions, ", ", num_stages);
+  const int num_locations = static_cast<int>(locations_.size());
+  DUALPIPE_CHECK_EQ(num_locations, num_directions * num_stages, "Placement needs one location per ",
+                    "stage instance");
   for (int i = 0; i < static_cast<int>(locations_.size()); ++i) {
     const StageLocation& loc = locations_[i];
-    if (loc.rank < 0 || loc.rank >= num_ranks || loc.slot < 0) {
-      throw std::invalid_argument("Placement: direction " + std::to_string(i / num_stages) +
-                                  " stage " + std::to_string(i % num_stages) + " placed on rank " +
-                                  std::to_string(loc.rank) + " slot " + std::to_string(loc.slot) +
-                                  ", allowed ranks are 0.." + std::to_string(num_ranks - 1) +
-                                  " and slots >= 0");
-    }
+    DUALPIPE_CHECK(loc.rank >= 0 && loc.rank < num_ranks && loc.slot >= 0, "Placement: direction ",
+                   i / num_stages, " stage ", i % num_stages, " placed on rank ", loc.rank,
+                   " slot ", loc.slot, ", allowed ranks are 0..", num_ranks - 1, " and slots >= 0");
     for (int j = 0; j < i; ++j) {
-      if (locations_[j] == loc) {
-        throw std::invalid_argument("Placement: rank " + std::to_string(loc.rank) + " slot " +
-                                    std::to_string(loc.slot) + " holds two stage instances");
-      }
+      DUALPIPE_CHECK(!(locations_[j] == loc), "Placement: rank ", loc.rank, " slot ", loc.slot,
+                     " holds two stage instances");
     }
   }
 }

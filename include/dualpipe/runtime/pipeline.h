@@ -92,6 +92,10 @@ class Pipeline {
   const schedule::Schedule& last_schedule() const { return schedule_; }
 
  private:
+  // This rank's share of step()'s arguments, split into micro-batches per direction; checks that
+  // the ranks holding first (last) stages got inputs (a criterion and labels).
+  StepData step_data(const TensorList& inputs, const Criterion& criterion, const TensorList& labels,
+                     bool return_outputs, bool training) const;
   // Averages the gradients of `params` (this step's only) over the data-parallel replicas.
   void average_over_replicas(std::vector<at::Tensor>& params);
 
