@@ -17,20 +17,29 @@ Placement one_stage_per_rank(int num_ranks) {
 
 struct Entry {
   const char* name;
+  const char* summary;
   Schedule (*build)(int num_ranks, int num_microbatches);
   // Where the schedule puts its stages; equal to build(...).placement for every accepted size.
   Placement (*placement)(int num_ranks);
-  // Accepted rank counts: a positive multiple of this (DualPipe pairs rank r with R-1-r).
+  // Accepted sizes (see ScheduleFacts).
   int rank_multiple;
+  int microbatch_multiple;
+  int min_microbatches_per_rank;
+  PublishedFigures (*published)(int num_ranks, int num_microbatches, const PublishedCosts& costs);
 };
 
 // A constant table, not a mutable registry: new schedules are added here.
 constexpr Entry kSchedules[] = {
-    {"dualpipe", build_dualpipe, Placement::bidirectional, 2},
-    {"dualpipev", build_dualpipev, Placement::v_shape, 1},
-    {"1f1b", build_1f1b, one_stage_per_rank, 1},
-    {"zb1p", build_zb1p, one_stage_per_rank, 1},
-    {"gpipe", build_gpipe, one_stage_per_rank, 1},
+    {"dualpipe", "DualPipe: both directions on every rank, F&B overlapped, W deferred",
+     build_dualpipe, Placement::bidirectional, 2, 2, 2, dualpipe_figures},
+    {"dualpipev", "DualPipeV: DualPipe's schedule on half the ranks, two stages per rank in a V",
+     build_dualpipev, Placement::v_shape, 1, 1, 2, dualpipev_figures},
+    {"1f1b", "1F1B: one forward, one backward in the steady state", build_1f1b, one_stage_per_rank,
+     1, 1, 0, one_f_one_b_figures},
+    {"zb1p", "ZB1P: 1F1B with weight gradients deferred into the bubbles", build_zb1p,
+     one_stage_per_rank, 1, 1, 0, zb1p_figures},
+    {"gpipe", "GPipe: all forwards, then all backwards", build_gpipe, one_stage_per_rank, 1, 1, 0,
+     gpipe_figures},
 };
 
 const Entry& find_entry(const std::string& name) {
@@ -52,6 +61,30 @@ std::vector<std::string> schedule_names() {
 
 Schedule build_schedule(const std::string& name, int num_ranks, int num_microbatches) {
   return find_entry(name).build(num_ranks, num_microbatches);
+}
+
+ScheduleFacts schedule_facts(const std::string& name) {
+  const Entry& entry = find_entry(name);
+  return ScheduleFacts{entry.name, entry.summary, entry.rank_multiple, entry.microbatch_multiple,
+                       entry.min_microbatches_per_rank};
+}
+
+bool is_schedule_name(const std::string& name) {
+  for (const Entry& entry : kSchedules) {
+    if (name == entry.name) return true;
+  }
+  return false;
+}
+
+bool ScheduleFacts::accepts(int num_ranks, int num_microbatches) const {
+  return num_ranks >= rank_multiple && num_ranks % rank_multiple == 0 && num_microbatches >= 1 &&
+         num_microbatches % microbatch_multiple == 0 &&
+         num_microbatches >= min_microbatches_per_rank * num_ranks;
+}
+
+PublishedFigures published_figures(const std::string& name, int num_ranks, int num_microbatches,
+                                   const PublishedCosts& costs) {
+  return find_entry(name).published(num_ranks, num_microbatches, costs);
 }
 
 Placement schedule_placement(const std::string& name, int num_ranks) {

@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "dualpipe/schedule/registry.h"
+
 namespace dualpipe::schedule {
 namespace {
 
@@ -45,9 +47,10 @@ int slot_on(const Placement& placement, int rank, int direction, int stage, cons
   return location.slot;
 }
 
+// A file without a "placement" names its schedule: the registry knows where that schedule puts
+// its stages. Unknown names get one stage per rank.
 Placement infer_placement(const std::string& name, int num_ranks) {
-  if (name == "dualpipe") return Placement::bidirectional(num_ranks);
-  if (name == "dualpipev") return Placement::v_shape(num_ranks);
+  if (is_schedule_name(name)) return schedule_placement(name, num_ranks);
   return Placement::round_robin(num_ranks, num_ranks);
 }
 

@@ -73,3 +73,45 @@ TEST(ScheduleRegistryTest, DirectionsStartingAndEndingOnARank) {
 
 }  // namespace
 }  // namespace dualpipe::schedule
+
+namespace dualpipe::schedule {
+namespace {
+
+// The facts the registry states about accepted sizes are the builders' own rules: for every
+// size in a grid, facts.accepts() is true exactly when the builder builds.
+TEST(ScheduleFacts, AcceptedSizesAgreeWithTheBuilders) {
+  for (const std::string& name : schedule_names()) {
+    const ScheduleFacts facts = schedule_facts(name);
+    EXPECT_EQ(facts.name, name);
+    EXPECT_FALSE(facts.summary.empty()) << name;
+    for (int ranks = 1; ranks <= 9; ++ranks) {
+      for (int microbatches = 0; microbatches <= 21; ++microbatches) {
+        bool built = true;
+        try {
+          build_schedule(name, ranks, microbatches);
+        } catch (const std::invalid_argument&) {
+          built = false;
+        }
+        EXPECT_EQ(facts.accepts(ranks, microbatches), built)
+            << name << " ranks=" << ranks << " microbatches=" << microbatches;
+      }
+    }
+  }
+}
+
+TEST(ScheduleFacts, PublishedFiguresComeFromTheRegistry) {
+  const PublishedCosts costs{1.0, 2.0, 0.5, 2.5};
+  EXPECT_EQ(published_figures("1f1b", 4, 8, costs).bubble, 3 * 3.0);
+  EXPECT_EQ(published_figures("zb1p", 4, 8, costs).bubble, 3 * 2.0);
+  EXPECT_EQ(published_figures("gpipe", 4, 8, costs).peak_activations, 8);
+  EXPECT_EQ(published_figures("dualpipe", 8, 16, costs).bubble, 3 * (2.5 + 2.0 - 1.5));
+  EXPECT_EQ(published_figures("dualpipe", 8, 16, costs).peak_activations, 9);
+  EXPECT_EQ(published_figures("dualpipev", 4, 16, costs).bubble, 3 * (2.5 + 2.0 - 1.5));
+  EXPECT_EQ(published_figures("dualpipev", 4, 16, costs).pp_meaning, "PP=2*ranks=8 stages");
+  EXPECT_TRUE(is_schedule_name("dualpipe"));
+  EXPECT_FALSE(is_schedule_name("interleaved"));
+  EXPECT_THROW(schedule_facts("interleaved"), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace dualpipe::schedule

@@ -4,12 +4,41 @@
 #include <string>
 #include <vector>
 
+#include "dualpipe/schedule/published_figures.h"
 #include "dualpipe/schedule/schedule.h"
 
 namespace dualpipe::schedule {
 
 // The names build_schedule() accepts: "dualpipe", "dualpipev", "1f1b", "zb1p", "gpipe".
 std::vector<std::string> schedule_names();
+
+// What a schedule is, as data: code outside `schedule` asks these facts (and the placement) instead
+// of branching on a schedule's name.
+struct ScheduleFacts {
+  std::string name;
+  std::string summary;  // one line, for help texts and tables
+  // Accepted sizes: num_ranks a positive multiple of rank_multiple (DualPipe pairs rank r with
+  // R-1-r); num_microbatches >= 1, a multiple of microbatch_multiple (DualPipe splits them over
+  // two directions) and at least min_microbatches_per_rank * num_ranks (the DualPipe family
+  // needs its steady state).
+  int rank_multiple = 1;
+  int microbatch_multiple = 1;
+  int min_microbatches_per_rank = 0;
+
+  // Whether build_schedule(name, num_ranks, num_microbatches) accepts these sizes.
+  bool accepts(int num_ranks, int num_microbatches) const;
+};
+
+// The facts of the named schedule. Throws std::invalid_argument naming the allowed names.
+ScheduleFacts schedule_facts(const std::string& name);
+
+// Whether `name` is one of schedule_names().
+bool is_schedule_name(const std::string& name);
+
+// The closed-form bubble and memory figures the schedule's paper publishes, evaluated on `costs`
+// (see published_figures.h). Throws std::invalid_argument for an unknown name.
+PublishedFigures published_figures(const std::string& name, int num_ranks, int num_microbatches,
+                                   const PublishedCosts& costs);
 
 // Builds the named schedule (compute and communication). Throws std::invalid_argument naming
 // the allowed names for an unknown name, and the builder's message for unsupported sizes.

@@ -31,8 +31,9 @@ Op parse_token(const std::string& token, int rank, const Placement& placement, i
 nlohmann::json to_json(const Schedule& schedule);
 // Exactly the oracle shape {"schedule", "pp", "chunks", "ranks"} (no "|").
 nlohmann::json to_oracle_json(const Schedule& schedule);
-// Reads to_json()'s shape or a bare oracle file; without "placement" it is inferred from the
-// name: "dualpipe" -> bidirectional, "dualpipev" -> v_shape, anything else round_robin(pp, pp).
+// Reads to_json()'s shape or a bare oracle file; without "placement" it is the registry's
+// placement for the named schedule (schedule_placement), or round_robin(pp, pp) for a name the
+// registry does not know.
 Schedule schedule_from_json(const nlohmann::json& json);
 // Parses JSON text, then schedule_from_json(); bad JSON becomes std::invalid_argument.
 Schedule parse_schedule_json(const std::string& text);

@@ -5,24 +5,18 @@
 #include <optional>
 #include <string>
 
+#include "dualpipe/schedule/published_figures.h"
 #include "dualpipe/sim/cost_model.h"
 
 namespace dualpipe::sim {
 
-struct PaperFigures {
-  std::string bubble_formula;       // e.g. "(PP/2-1)(F&B+B-3W)"
-  std::string pp_meaning;           // what PP stands for, e.g. "PP=2*ranks=16 stages"
-  double bubble = 0.0;              // the formula evaluated on the cost model
-  std::string parameters_formula;   // "1x" or "2x" (model stages' parameters per rank)
-  int parameter_copies = 0;         // 1 or 2
-  std::string activations_formula;  // "PP", "PP+1", "C" (GPipe: all micro-batches)
-  int peak_activations = 0;         // the formula evaluated, in stage x micro-batch units
-};
+// The figures are schedule facts (schedule/published_figures.h); this evaluates them on a cost
+// model.
+using PaperFigures = schedule::PublishedFigures;
 
-// Figures for the schedules the paper compares: "1f1b" and "zb1p" (PP = ranks), "gpipe" (its
-// bubble is 1F1B's, its activations all C micro-batches), "dualpipe" (PP = ranks) and
-// "dualpipev" (the paper's formulas with PP = 2*ranks, the number of stages, as the DualPipe
-// README states them for the V shape). std::nullopt for other names.
+// The registry's published figures for `schedule_name` (e.g. 1F1B's (PP-1)(F+B), DualPipeV's
+// with PP = 2*ranks stages), evaluated on `costs`. std::nullopt for a name the registry does not
+// know (a schedule loaded from a file under another name).
 std::optional<PaperFigures> paper_figures(const std::string& schedule_name, int num_ranks,
                                           int num_microbatches, const CostModel& costs);
 

@@ -1,0 +1,38 @@
+#pragma once
+// The closed-form bubble and memory figures a schedule's paper publishes (DeepSeek-V3 technical
+// report, Table 2; deepseek-ai/DualPipe README; the zero-bubble paper), as schedule facts: the
+// registry holds which formula belongs to which schedule, the simulator prints them beside its
+// numbers.
+
+#include <string>
+
+namespace dualpipe::schedule {
+
+// Per-chunk costs the formulas are evaluated on (any time unit; the result is in that unit).
+struct PublishedCosts {
+  double forward = 0;           // F
+  double backward = 0;          // B (input gradients)
+  double weight = 0;            // W (weight gradients)
+  double forward_backward = 0;  // F&B (a forward and a backward overlapped)
+};
+
+struct PublishedFigures {
+  std::string bubble_formula;       // e.g. "(PP/2-1)(F&B+B-3W)"
+  std::string pp_meaning;           // what PP stands for, e.g. "PP=2*ranks=16 stages"
+  double bubble = 0.0;              // the formula evaluated on the costs
+  std::string parameters_formula;   // "1x" or "2x" (model stages' parameters per rank)
+  int parameter_copies = 0;         // 1 or 2
+  std::string activations_formula;  // "PP", "PP+1", "C" (GPipe: all micro-batches)
+  int peak_activations = 0;         // the formula evaluated, in stage x micro-batch units
+};
+
+// The published figures of each schedule family, for the registry's table. Pure.
+PublishedFigures one_f_one_b_figures(int num_ranks, int num_microbatches, const PublishedCosts& c);
+PublishedFigures zb1p_figures(int num_ranks, int num_microbatches, const PublishedCosts& c);
+PublishedFigures gpipe_figures(int num_ranks, int num_microbatches, const PublishedCosts& c);
+// DualPipe with PP = ranks; DualPipeV with PP = 2 * ranks (its stages), as the DualPipe README
+// states the V shape's figures.
+PublishedFigures dualpipe_figures(int num_ranks, int num_microbatches, const PublishedCosts& c);
+PublishedFigures dualpipev_figures(int num_ranks, int num_microbatches, const PublishedCosts& c);
+
+}  // namespace dualpipe::schedule
