@@ -61,9 +61,6 @@ struct Executor::RunState {
   std::map<std::pair<int, int>, std::vector<TensorSpec>> first_specs;
 
   bool is_last(int stage) const { return stage == schedule.num_stages() - 1; }
-  bool is_local(int direction, int stage, int rank) const {
-    return schedule.placement.rank_of(direction, stage) == rank;
-  }
 };
 
 Executor::Executor(int rank, std::vector<StagePtr> modules, CommunicatorPtr comm,
@@ -82,7 +79,7 @@ Executor::Instance& Executor::instance(const MicrobatchId& id) {
 
 void Executor::check_specs(RunState& state, const ItemKey& key, int peer,
                            const std::vector<TensorSpec>& specs) {
-  const int consumer = key.id.stage + (key.kind == ItemKind::kActivation ? 1 : -1);
+  const int consumer = schedule::consumer_stage(key.item());
   const std::string sender = stage_name(key.id.direction, key.id.stage);
   auto mismatch = [&](const std::vector<TensorSpec>& expected, const std::string& why) {
     throw std::runtime_error("rank " + std::to_string(rank_) + ": " + sender + " on rank " +
@@ -120,31 +117,34 @@ TensorList Executor::forward_inputs(RunState& state, const MicrobatchId& id) {
     }
     return inputs[id.direction][id.microbatch];
   }
-  if (state.is_local(id.direction, id.stage - 1, rank_)) {
-    Instance& prev = instance({id.direction, id.stage - 1, id.microbatch});
+  const ItemKey key = ItemKey::of(*schedule::forward_input(id.direction, id.stage, id.microbatch));
+  const int producer = schedule::producer_rank(key.item(), state.schedule.placement);
+  if (producer == rank_) {
+    Instance& prev = instance(key.id);
     TensorList leaves = as_leaves(prev.outputs, state.training);
-    if (!state.training) instances_.erase(MicrobatchId{id.direction, id.stage - 1, id.microbatch});
+    if (!state.training) instances_.erase(key.id);
     return leaves;
   }
-  const ItemKey key{ItemKind::kActivation, {id.direction, id.stage - 1, id.microbatch}};
   std::vector<TensorSpec> specs;
   TensorList received = state.channel->wait_recv(key, &specs);
-  check_specs(state, key, state.schedule.placement.rank_of(id.direction, id.stage - 1), specs);
+  check_specs(state, key, producer, specs);
   return as_leaves(received, state.training);
 }
 
 TensorList Executor::backward_grads(RunState& state, const MicrobatchId& id) {
-  if (state.is_last(id.stage)) return {};
-  if (state.is_local(id.direction, id.stage + 1, rank_)) {
-    const MicrobatchId next{id.direction, id.stage + 1, id.microbatch};
-    TensorList grads = std::move(instances_[next].input_grads);
-    instances_.erase(next);
+  const std::optional<schedule::Item> input =
+      schedule::backward_input(id.direction, id.stage, id.microbatch, state.schedule.num_stages());
+  if (!input) return {};  // the last stage starts from its loss
+  const ItemKey key = ItemKey::of(*input);
+  const int producer = schedule::producer_rank(*input, state.schedule.placement);
+  if (producer == rank_) {
+    TensorList grads = std::move(instances_[key.id].input_grads);
+    instances_.erase(key.id);
     return grads;
   }
-  const ItemKey key{ItemKind::kGrad, {id.direction, id.stage + 1, id.microbatch}};
   std::vector<TensorSpec> specs;
   TensorList grads = state.channel->wait_recv(key, &specs);
-  check_specs(state, key, state.schedule.placement.rank_of(id.direction, id.stage + 1), specs);
+  check_specs(state, key, producer, specs);
   return grads;
 }
 
@@ -298,9 +298,7 @@ StepOutput Executor::run(const schedule::Schedule& schedule, const StepData& dat
   // header send complete at once; payload receives follow as headers arrive (see P2PChannel).
   for (const Op& op : program) {
     if (op.kind == OpKind::kRecvActivation || (training && op.kind == OpKind::kRecvGrad)) {
-      const ItemKind kind =
-          op.kind == OpKind::kRecvActivation ? ItemKind::kActivation : ItemKind::kGrad;
-      state.channel->post_recv({kind, id_of(op)}, op.peer);
+      state.channel->post_recv(ItemKey::of(schedule::item_of(op)), op.peer);
     }
   }
   try {
@@ -329,7 +327,7 @@ StepOutput Executor::run(const schedule::Schedule& schedule, const StepData& dat
           Instance& inst = instance(id_of(op));
           TensorList payload;
           for (const at::Tensor& t : inst.outputs) payload.push_back(t.defined() ? t.detach() : t);
-          state.channel->send({ItemKind::kActivation, id_of(op)}, op.peer, payload);
+          state.channel->send(ItemKey::of(schedule::item_of(op)), op.peer, payload);
           if (training) {
             // NOTE: the channel holds the payload until sent; autograd needs only the graph
             // behind each output (its saved tensors are its own), so the data goes now.
@@ -345,9 +343,9 @@ StepOutput Executor::run(const schedule::Schedule& schedule, const StepData& dat
         }
         case OpKind::kSendGrad:
           if (training) {
-            const MicrobatchId key{op.direction, op.stage, op.microbatch};
-            state.channel->send({ItemKind::kGrad, id_of(op)}, op.peer, instances_[key].input_grads);
-            instances_.erase(key);
+            const ItemKey key = ItemKey::of(schedule::item_of(op));
+            state.channel->send(key, op.peer, instances_[key.id].input_grads);
+            instances_.erase(key.id);
           }
           break;
         case OpKind::kRecvActivation:

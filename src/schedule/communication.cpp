@@ -6,16 +6,10 @@
 #include <utility>
 #include <vector>
 
+#include "dualpipe/schedule/item.h"
+
 namespace dualpipe::schedule {
 namespace {
-
-// One item travelling over a channel: an activation or a gradient of (direction, stage, mb).
-struct Item {
-  bool is_grad = false;
-  int direction = 0;
-  int stage = 0;
-  int microbatch = 0;
-};
 
 // Dense tables over (direction, stage, microbatch) so the pass stays linear in the op count.
 class ItemIndex {
@@ -30,7 +24,7 @@ class ItemIndex {
         ((static_cast<std::size_t>(item.direction) * num_stages_ + item.stage) * num_microbatches_ +
          item.microbatch) *
             2 +
-        (item.is_grad ? 1 : 0);
+        (item.kind == ItemKind::kGrad ? 1 : 0);
     return consumer_[key];
   }
 
@@ -95,61 +89,49 @@ void insert_communication(Schedule& schedule) {
   }
   ItemIndex index(num_directions, num_stages, max_microbatch + 1);
 
-  // What each compute op consumes from another rank (at most one activation and one gradient)
-  // and produces for another rank, as (item, peer).
-  auto consumed_activation = [&](int direction, int stage, int microbatch, int rank, Item* item) {
-    if (stage == 0 || rank_of(direction, stage - 1) == rank) return -1;
-    *item = Item{false, direction, stage - 1, microbatch};
-    return rank_of(direction, stage - 1);
+  // What a compute op consumes from another rank (at most one activation and one gradient), and
+  // what it produces for another rank, in send order (FB: activation, then gradient).
+  auto produced_elsewhere = [&](const std::optional<Item>& item, int rank) {
+    return item && rank_of(item->direction, item->stage) != rank;
   };
-  auto consumed_grad = [&](int direction, int stage, int microbatch, int rank, Item* item) {
-    if (stage == num_stages - 1 || rank_of(direction, stage + 1) == rank) return -1;
-    *item = Item{true, direction, stage + 1, microbatch};
-    return rank_of(direction, stage + 1);
+  auto for_each_remote_input = [&](int rank, const Op& op, auto&& use) {
+    if (op.kind == OpKind::kForward || op.kind == OpKind::kForwardBackward) {
+      const std::optional<Item> input = forward_input(op.direction, op.stage, op.microbatch);
+      if (produced_elsewhere(input, rank)) use(*input);
+    }
+    auto backward = [&](int direction, int stage, int microbatch) {
+      const std::optional<Item> input = backward_input(direction, stage, microbatch, num_stages);
+      if (produced_elsewhere(input, rank)) use(*input);
+    };
+    if (op.kind == OpKind::kBackward) backward(op.direction, op.stage, op.microbatch);
+    if (op.kind == OpKind::kForwardBackward) {
+      backward(op.backward_direction, op.backward_stage, op.backward_microbatch);
+    }
+  };
+  auto for_each_send = [&](int rank, const Op& op, auto&& emit) {
+    auto send = [&](const std::optional<Item>& item) {
+      if (!item) return;
+      const int peer = rank_of(item->direction, consumer_stage(*item));
+      if (peer != rank) emit(*item, peer);
+    };
+    if (op.kind == OpKind::kForward || op.kind == OpKind::kForwardBackward) {
+      send(forward_output(op.direction, op.stage, op.microbatch, num_stages));
+    }
+    if (op.kind == OpKind::kBackward) send(backward_output(op.direction, op.stage, op.microbatch));
+    if (op.kind == OpKind::kForwardBackward) {
+      send(backward_output(op.backward_direction, op.backward_stage, op.backward_microbatch));
+    }
   };
 
   // Pass 1: consumers. Only the first consumer counts (a valid schedule has exactly one).
   for (int rank = 0; rank < num_ranks; ++rank) {
     const Program& program = schedule.programs[rank];
     for (std::size_t i = 0; i < program.size(); ++i) {
-      const Op& op = program[i];
-      Item item;
-      auto note = [&](int peer) {
-        if (peer >= 0 && index.consumer(item) < 0) index.consumer(item) = static_cast<int>(i);
-      };
-      if (op.kind == OpKind::kForward || op.kind == OpKind::kForwardBackward) {
-        note(consumed_activation(op.direction, op.stage, op.microbatch, rank, &item));
-      }
-      if (op.kind == OpKind::kBackward) {
-        note(consumed_grad(op.direction, op.stage, op.microbatch, rank, &item));
-      }
-      if (op.kind == OpKind::kForwardBackward) {
-        note(consumed_grad(op.backward_direction, op.backward_stage, op.backward_microbatch, rank,
-                           &item));
-      }
+      for_each_remote_input(rank, program[i], [&](const Item& item) {
+        if (index.consumer(item) < 0) index.consumer(item) = static_cast<int>(i);
+      });
     }
   }
-
-  // The items `op` produces for other ranks, in send order (FB: activation, then gradient).
-  auto for_each_send = [&](int rank, const Op& op, auto&& emit) {
-    auto activation = [&](int direction, int stage, int microbatch) {
-      if (stage == num_stages - 1) return;
-      int peer = rank_of(direction, stage + 1);
-      if (peer != rank) emit(Item{false, direction, stage, microbatch}, peer);
-    };
-    auto grad = [&](int direction, int stage, int microbatch) {
-      if (stage == 0) return;
-      int peer = rank_of(direction, stage - 1);
-      if (peer != rank) emit(Item{true, direction, stage, microbatch}, peer);
-    };
-    if (op.kind == OpKind::kForward || op.kind == OpKind::kForwardBackward) {
-      activation(op.direction, op.stage, op.microbatch);
-    }
-    if (op.kind == OpKind::kBackward) grad(op.direction, op.stage, op.microbatch);
-    if (op.kind == OpKind::kForwardBackward) {
-      grad(op.backward_direction, op.backward_stage, op.backward_microbatch);
-    }
-  };
 
   // Pass 2: channel contents in the sender's order. A rank talks to few peers (at most four
   // in every schedule here), so each sender keeps a short list of channels searched linearly.
@@ -226,21 +208,14 @@ void insert_communication(Schedule& schedule) {
       for (int k = first[i]; k < first[i + 1]; ++k) {
         const RecvRef& ref = refs[rank][sorted[k]];
         const Item& item = ref.channel->items[ref.item];
-        const int sender = rank_of(item.direction, item.stage);
-        full.push_back(
-            item.is_grad
-                ? Op::recv_grad(item.direction, item.stage, item.microbatch, sender)
-                : Op::recv_activation(item.direction, item.stage, item.microbatch, sender));
+        full.push_back(recv_op(item, rank_of(item.direction, item.stage)));
       }
     };
     for (std::size_t i = 0; i < compute.size(); ++i) {
       emit_recvs(i);
       full.push_back(compute[i]);
-      for_each_send(rank, compute[i], [&](const Item& item, int peer) {
-        full.push_back(
-            item.is_grad ? Op::send_grad(item.direction, item.stage, item.microbatch, peer)
-                         : Op::send_activation(item.direction, item.stage, item.microbatch, peer));
-      });
+      for_each_send(rank, compute[i],
+                    [&](const Item& item, int peer) { full.push_back(send_op(item, peer)); });
     }
     emit_recvs(compute.size());
     schedule.programs[rank] = std::move(full);

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "dualpipe/schedule/item.h"
 #include "dualpipe/schedule/registry.h"
 
 namespace dualpipe::schedule {
@@ -95,11 +96,16 @@ std::string to_token(const Op& op, int rank, const Placement& placement) {
       return "sF" + sm(slot_on(placement, rank, op.direction, op.stage, op), op.microbatch) + peer;
     case OpKind::kSendGrad:
       return "sB" + sm(slot_on(placement, rank, op.direction, op.stage, op), op.microbatch) + peer;
+    // A receive names the consuming stage's slot.
     case OpKind::kRecvActivation:
-      return "rF" + sm(slot_on(placement, rank, op.direction, op.stage + 1, op), op.microbatch) +
+      return "rF" +
+             sm(slot_on(placement, rank, op.direction, consumer_stage(item_of(op)), op),
+                op.microbatch) +
              peer;
     case OpKind::kRecvGrad:
-      return "rB" + sm(slot_on(placement, rank, op.direction, op.stage - 1, op), op.microbatch) +
+      return "rB" +
+             sm(slot_on(placement, rank, op.direction, consumer_stage(item_of(op)), op),
+                op.microbatch) +
              peer;
   }
   throw std::invalid_argument("to_token: unknown op kind");
@@ -171,19 +177,20 @@ Op parse_token(const std::string& token, int rank, const Placement& placement, i
     StageId id = stage_in(slot);
     const bool send = token[0] == 's';
     const bool grad = token[1] == 'B';
-    // A receive names the consuming stage's slot; the op names the producing stage.
-    int stage = send ? id.stage : (grad ? id.stage + 1 : id.stage - 1);
+    // A receive names the consuming stage's slot; the op names the producing stage (whose
+    // consumer is that slot's stage).
+    const std::optional<Item> received =
+        grad ? backward_input(id.direction, id.stage, microbatch, placement.num_stages())
+             : forward_input(id.direction, id.stage, microbatch);
+    int stage = send ? id.stage : (received ? received->stage : -1);
     if (stage < 0 || stage >= placement.num_stages()) {
       throw bad("stage " + std::to_string(id.stage) + " of direction " +
                 std::to_string(id.direction) + " has no " + (grad ? "next" : "previous") +
                 " stage to receive from");
     }
-    if (send) {
-      return finish(grad ? Op::send_grad(id.direction, stage, microbatch, peer)
-                         : Op::send_activation(id.direction, stage, microbatch, peer));
-    }
-    return finish(grad ? Op::recv_grad(id.direction, stage, microbatch, peer)
-                       : Op::recv_activation(id.direction, stage, microbatch, peer));
+    const Item item{grad ? ItemKind::kGrad : ItemKind::kActivation, id.direction, stage,
+                    microbatch};
+    return finish(send ? send_op(item, peer) : recv_op(item, peer));
   }
   throw bad(form);
 }

@@ -6,6 +6,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "dualpipe/schedule/item.h"
+
 namespace dualpipe::schedule {
 namespace {
 
@@ -137,11 +139,11 @@ class Validator {
 
   bool check_communication(int rank, const Op& op, std::string* reason) const {
     if (!exists(op.direction, op.stage, op.microbatch, reason)) return false;
-    const bool activation =
-        op.kind == OpKind::kSendActivation || op.kind == OpKind::kRecvActivation;
     // The item travels from the producing stage to the consuming one.
-    const int producer = op.stage;
-    const int consumer = activation ? op.stage + 1 : op.stage - 1;
+    const Item moved = item_of(op);
+    const bool activation = moved.kind == ItemKind::kActivation;
+    const int producer = moved.stage;
+    const int consumer = consumer_stage(moved);
     if (consumer < 0 || consumer >= num_stages_) {
       *reason = activation ? cat("stage ", producer, " is the last stage of direction ",
                                  op.direction, ": its output activation goes to no other stage")
@@ -266,11 +268,12 @@ class Validator {
 
   // The forward of (d, s, m) at op i needs the output activation of (d, s-1, m).
   void need_activation(int rank, int i, int direction, int stage, int microbatch) {
-    if (stage == 0) return;
-    const int x = index(direction, stage - 1, microbatch);
-    auto item = [&] { return instance_name(direction, stage - 1, microbatch); };
+    const std::optional<Item> input = forward_input(direction, stage, microbatch);
+    if (!input) return;
+    const int x = index(direction, input->stage, microbatch);
+    auto item = [&] { return instance_name(direction, input->stage, microbatch); };
     const Op& op = program(rank)[i];
-    if (owner(direction, stage - 1) == rank) {
+    if (owner(direction, input->stage) == rank) {
       const int j = f_pos_[x];
       if (j == kNone) {
         out_.add(rank, i, op, [&] {
@@ -288,7 +291,7 @@ class Validator {
     if (j == kNone) {
       out_.add(rank, i, op, [&] {
         return cat("forward needs the activation of ", item(), " from rank ",
-                   owner(direction, stage - 1), ", but this rank never receives it");
+                   owner(direction, input->stage), ", but this rank never receives it");
       });
     } else if (j > i) {
       out_.add(rank, i, op, [&] {
@@ -313,10 +316,12 @@ class Validator {
                    " before its forward at op ", own);
       });
     }
-    if (stage + 1 == num_stages_) return;  // the last stage starts from its own loss
-    const int x = index(direction, stage + 1, microbatch);
-    auto item = [&] { return instance_name(direction, stage + 1, microbatch); };
-    if (owner(direction, stage + 1) == rank) {
+    // The last stage starts from its own loss.
+    const std::optional<Item> input = backward_input(direction, stage, microbatch, num_stages_);
+    if (!input) return;
+    const int x = index(direction, input->stage, microbatch);
+    auto item = [&] { return instance_name(direction, input->stage, microbatch); };
+    if (owner(direction, input->stage) == rank) {
       const int j = b_pos_[x];
       if (j == kNone) {
         out_.add(rank, i, op, [&] {
@@ -335,7 +340,7 @@ class Validator {
     if (j == kNone) {
       out_.add(rank, i, op, [&] {
         return cat("backward needs the input gradient of ", item(), " from rank ",
-                   owner(direction, stage + 1), ", but this rank never receives it");
+                   owner(direction, input->stage), ", but this rank never receives it");
       });
     } else if (j > i) {
       out_.add(rank, i, op, [&] {
@@ -474,22 +479,16 @@ class Validator {
   // ---- Communication: sends and receives pair up, in the same order on both ends. ----
 
   // Rank that receives the item of a (valid) communication op.
-  int receiver(const Op& op) const {
-    const bool activation =
-        op.kind == OpKind::kSendActivation || op.kind == OpKind::kRecvActivation;
-    return owner(op.direction, activation ? op.stage + 1 : op.stage - 1);
-  }
+  int receiver(const Op& op) const { return owner(op.direction, consumer_stage(item_of(op))); }
   // Item key shared by a send and its receive.
   int item(const Op& op) const {
-    const bool activation =
-        op.kind == OpKind::kSendActivation || op.kind == OpKind::kRecvActivation;
+    const bool activation = item_of(op).kind == ItemKind::kActivation;
     return index(op.direction, op.stage, op.microbatch) * 2 + (activation ? 0 : 1);
   }
   // Whether a valid, first-occurrence comm op has its partner.
   bool matched(const Op& op) const {
     const int x = index(op.direction, op.stage, op.microbatch);
-    const bool activation =
-        op.kind == OpKind::kSendActivation || op.kind == OpKind::kRecvActivation;
+    const bool activation = item_of(op).kind == ItemKind::kActivation;
     return activation ? send_act_pos_[x] != kNone && recv_act_pos_[x] != kNone
                       : send_grad_pos_[x] != kNone && recv_grad_pos_[x] != kNone;
   }

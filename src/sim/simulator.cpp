@@ -4,6 +4,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "dualpipe/schedule/item.h"
+
 namespace dualpipe::sim {
 namespace {
 
@@ -118,8 +120,11 @@ class Simulation {
   // The input of forward (d, s, m) or of backward (d, s, m) (is_backward).
   Input input_of(int r, bool is_backward, int d, int s, int m) const {
     Input input;
-    int producer_stage = is_backward ? s + 1 : s - 1;
-    if (producer_stage < 0 || producer_stage >= num_stages_) return input;
+    const std::optional<schedule::Item> item = is_backward
+                                                   ? schedule::backward_input(d, s, m, num_stages_)
+                                                   : schedule::forward_input(d, s, m);
+    if (!item) return input;
+    const int producer_stage = item->stage;
     input.needed = true;
     input.d = d;
     input.s = producer_stage;

@@ -47,15 +47,24 @@
 #include "dualpipe/runtime/tensor_spec.h"
 #include "dualpipe/runtime/torch_compat.h"
 #include "dualpipe/runtime/trace.h"
+#include "dualpipe/schedule/item.h"
 
 namespace dualpipe::runtime {
 
-enum class ItemKind : std::uint8_t { kActivation, kGrad };
+using ItemKind = schedule::ItemKind;
 
-// One exchanged item, named by its PRODUCING stage instance on both ends (as in the IR).
+// One exchanged item, named by its PRODUCING stage instance on both ends (as in the IR): the
+// runtime's key for a schedule::Item.
 struct ItemKey {
   ItemKind kind = ItemKind::kActivation;
   MicrobatchId id;
+
+  static ItemKey of(const schedule::Item& item) {
+    return ItemKey{item.kind, MicrobatchId{item.direction, item.stage, item.microbatch}};
+  }
+  schedule::Item item() const {
+    return schedule::Item{kind, id.direction, id.stage, id.microbatch};
+  }
   friend bool operator<(const ItemKey& a, const ItemKey& b);
 };
 
