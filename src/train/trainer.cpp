@@ -410,8 +410,8 @@ at::Tensor Trainer::forward_backward(int step) {
   sync_ep_gradients(model_.stages, grid_.ep_group(), timeout_);
   balancer_.sum_replica_gradients();
   RankLosses losses = rank_losses(result.loss, batch.loss_microbatches);
-  if (step == control_.inject_nonfinite_step && !losses.values.empty()) {
-    losses.values[std::min<std::size_t>(1, losses.values.size() - 1)] = NAN;
+  if (control_.step_hook) {
+    control_.step_hook->before_loss_check(step, losses.microbatches, losses.values);
   }
   at::Tensor slots = loss_slots(losses, ep_rank_, C, config_.ep, 1);
   const bool stop_here = control_.stop_requested && *control_.stop_requested != 0;
