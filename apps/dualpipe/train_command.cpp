@@ -41,7 +41,6 @@ struct TrainOptions {
   train::TrainConfig cli;  // values as given on the command line
   std::string config_file;
   std::string resume_dir;
-  int inject_nonfinite_step = 0;
   // Setters applied over the file/checkpoint config for options given explicitly.
   std::vector<std::pair<CLI::Option*, std::function<void(train::TrainConfig&)>>> overrides;
 };
@@ -87,7 +86,6 @@ int run_rank(const TrainOptions& o) {
   train::RunControl control;
   control.resume = !o.resume_dir.empty();
   control.stop_requested = &g_stop_requested;
-  control.inject_nonfinite_step = o.inject_nonfinite_step;
   control.out = &std::cout;
   const train::RunResult result = train::train_rank(config, context, control);
   return result.outcome == train::RunOutcome::kNonFinite ? 3 : 0;
@@ -141,9 +139,6 @@ Command add_train_command(CLI::App& app) {
   add(sub, *o, "--run-dir", &train::TrainConfig::run_dir, "Run folder");
   add(sub, *o, "--data", &train::TrainConfig::data,
       "Text file or folder of text files (default: the fortunes corpus)");
-  sub->add_option("--inject-nonfinite-at", o->inject_nonfinite_step,
-                  "Testing: make a micro-batch loss NaN at this step")
-      ->group("");
   return {sub, [o] {
             const runtime::DistributedEnv env =
                 runtime::detect_distributed_env(runtime::current_environment());

@@ -174,6 +174,221 @@ void signal_all(std::vector<RankProcess>& ranks, int sig) {
   }
 }
 
+// Kills (SIGKILL) and reaps the ranks started so far.
+void kill_started(std::vector<RankProcess>& ranks) {
+  signal_all(ranks, SIGKILL);
+  for (RankProcess& rank : ranks) {
+    if (rank.running) ::waitpid(rank.pid, nullptr, 0);
+  }
+}
+
+void check_launch_options(const LaunchOptions& options) {
+  if (options.num_ranks < 1) {
+    throw std::invalid_argument("dualpipe launch needs at least one rank, got num_ranks=" +
+                                std::to_string(options.num_ranks));
+  }
+  if (options.command.empty()) {
+    throw std::invalid_argument("dualpipe launch needs a program to run (after --)");
+  }
+  if (options.master_port < 0 || options.master_port > 65535) {
+    throw std::invalid_argument("master port must be in [0, 65535], got " +
+                                std::to_string(options.master_port));
+  }
+}
+
+// The forked child of a rank: its own process group, stdout/stderr on the pipes, the signal mask
+// the launcher started with, then the program. Only async-signal-safe calls until exec.
+[[noreturn]] void exec_rank(int out_fd, int err_fd, const sigset_t& old_mask, char** argv,
+                            char** envp) {
+  ::setpgid(0, 0);
+  ::dup2(out_fd, STDOUT_FILENO);
+  ::dup2(err_fd, STDERR_FILENO);
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  ::execvpe(argv[0], argv, envp);
+  const char* message = "dualpipe launch: cannot execute the program: ";
+  (void)!::write(STDERR_FILENO, message, std::strlen(message));
+  const char* reason = strerror(errno);
+  (void)!::write(STDERR_FILENO, reason, std::strlen(reason));
+  (void)!::write(STDERR_FILENO, "\n", 1);
+  ::_exit(127);
+}
+
+// Starts rank `k` into ranks[k], its stdout and stderr on new pipes. Throws std::runtime_error
+// when a pipe cannot be made, or when fork fails, after killing and reaping the ranks started.
+void start_rank(const LaunchOptions& options, int k, int port, std::vector<char*>& argv,
+                const SignalGuard& signals, std::vector<RankProcess>& ranks) {
+  std::vector<std::string> env_strings = make_environment(options, k, port);
+  std::vector<char*> envp = pointers(env_strings);
+  int out[2], err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) throw system_error("pipe");
+  if (::pipe2(err, O_CLOEXEC) != 0) {
+    ::close(out[0]);
+    ::close(out[1]);
+    throw system_error("pipe");
+  }
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    const auto error = system_error("fork");
+    for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
+    kill_started(ranks);
+    throw error;
+  }
+  if (pid == 0) exec_rank(out[1], err[1], signals.old_mask(), argv.data(), envp.data());
+  ::setpgid(pid, pid);  // Also here: whichever of parent and child runs first.
+  ::close(out[1]);
+  ::close(err[1]);
+  ranks[k].pid = pid;
+  ranks[k].running = true;
+  ranks[k].out = Stream{out[0], options.stdout_fd, {}};
+  ranks[k].err = Stream{err[0], options.stderr_fd, {}};
+}
+
+std::vector<RankProcess> start_ranks(const LaunchOptions& options, int port,
+                                     const SignalGuard& signals) {
+  std::vector<std::string> args = options.command;
+  std::vector<char*> argv = pointers(args);
+  std::vector<RankProcess> ranks(options.num_ranks);
+  for (int k = 0; k < options.num_ranks; ++k) start_rank(options, k, port, argv, signals, ranks);
+  return ranks;
+}
+
+// The ranks of one launch while they run, and how the launch is going.
+struct Job {
+  std::vector<RankProcess> ranks;
+  int num_running = 0;
+  int first_failed = -1;   // the first rank that failed before the ranks were told to stop
+  int interrupted_by = 0;  // the signal the launcher got and forwarded (0: none)
+  bool stopping = false;   // the ranks were sent SIGTERM or the forwarded signal
+  bool killed = false;     // ... and then SIGKILL, after the grace period
+  Clock::time_point kill_at{};
+  Clock::time_point all_ended_at{};
+};
+
+// Sends `sig` to every running rank; those alive after the grace period get SIGKILL.
+void stop_ranks(Job& job, const LaunchOptions& options, int sig) {
+  job.stopping = true;
+  job.kill_at = Clock::now() + options.grace_period;
+  signal_all(job.ranks, sig);
+}
+
+// Says that rank `k` failed. The first failure before any stop stops the others; a rank that
+// a stop ended with the signal it was sent goes unreported.
+void on_rank_failed(Job& job, const LaunchOptions& options, int k) {
+  const RankProcess& rank = job.ranks[k];
+  const int status = rank.status;
+  if (job.first_failed < 0 && !job.stopping) {
+    job.first_failed = k;
+    write_all(options.stderr_fd, "dualpipe launch: rank " + std::to_string(k) + " (pid " +
+                                     std::to_string(rank.pid) + ") " + describe(status) +
+                                     "; stopping the other ranks\n");
+    stop_ranks(job, options, SIGTERM);
+  } else if (!(job.stopping && WIFSIGNALED(status) &&
+               (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGKILL ||
+                WTERMSIG(status) == job.interrupted_by))) {
+    write_all(options.stderr_fd,
+              "dualpipe launch: rank " + std::to_string(k) + " " + describe(status) + "\n");
+  }
+}
+
+// Reaps the ranks that ended (also without SIGCHLD: another thread of this process may have
+// taken it).
+void reap_ended_ranks(Job& job, const LaunchOptions& options) {
+  for (int k = 0; k < options.num_ranks; ++k) {
+    RankProcess& rank = job.ranks[k];
+    if (!rank.running) continue;
+    int status = 0;
+    const pid_t done = ::waitpid(rank.pid, &status, WNOHANG);
+    if (done != rank.pid) continue;
+    rank.running = false;
+    rank.status = status;
+    if (--job.num_running == 0) job.all_ended_at = Clock::now();
+    if (failed(status)) on_rank_failed(job, options, k);
+  }
+}
+
+// Every rank has ended and its pipes are at EOF, or kDrainTime passed since.
+bool all_ended_and_drained(const Job& job) {
+  bool open_pipes = false;
+  for (const RankProcess& rank : job.ranks) open_pipes |= rank.out.fd >= 0 || rank.err.fd >= 0;
+  return job.num_running == 0 && (!open_pipes || Clock::now() - job.all_ended_at > kDrainTime);
+}
+
+void kill_after_grace_period(Job& job, const LaunchOptions& options) {
+  if (!job.stopping || job.killed || job.num_running == 0 || Clock::now() < job.kill_at) return;
+  job.killed = true;
+  write_all(options.stderr_fd, "dualpipe launch: " + std::to_string(job.num_running) +
+                                   " rank(s) still running after the grace period; sending "
+                                   "SIGKILL\n");
+  signal_all(job.ranks, SIGKILL);
+}
+
+// Forwards the first SIGINT/SIGTERM the launcher got to the ranks (unless a rank already failed
+// and the ranks are stopping for that); SIGCHLD only wakes the loop.
+void forward_signals(Job& job, const LaunchOptions& options, int signal_fd) {
+  signalfd_siginfo info;
+  while (::read(signal_fd, &info, sizeof info) == sizeof info) {
+    const int sig = static_cast<int>(info.ssi_signo);
+    if (sig == SIGCHLD) continue;
+    if (job.interrupted_by == 0 && job.first_failed < 0) {
+      job.interrupted_by = sig;
+      write_all(options.stderr_fd, std::string("dualpipe launch: got ") + strsignal(sig) +
+                                       ", forwarding it to the ranks\n");
+      stop_ranks(job, options, sig);
+    }
+  }
+}
+
+// Waits up to 100 ms for a signal or the ranks' output, then handles what came.
+void wait_and_forward(Job& job, const LaunchOptions& options, const SignalGuard& signals) {
+  std::vector<pollfd> fds;
+  std::vector<std::pair<int, Stream*>> streams;
+  fds.push_back({signals.fd(), POLLIN, 0});
+  for (int k = 0; k < options.num_ranks; ++k) {
+    for (Stream* stream : {&job.ranks[k].out, &job.ranks[k].err}) {
+      if (stream->fd < 0) continue;
+      fds.push_back({stream->fd, POLLIN, 0});
+      streams.emplace_back(k, stream);
+    }
+  }
+  const int ready = ::poll(fds.data(), fds.size(), 100);
+  if (ready < 0 && errno != EINTR) throw system_error("poll");
+  if (ready <= 0) return;
+  if (fds[0].revents & POLLIN) forward_signals(job, options, signals.fd());
+  for (size_t i = 1; i < fds.size(); ++i) {
+    if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+      drain(streams[i - 1].first, *streams[i - 1].second);
+    }
+  }
+}
+
+// Runs the job until every rank has ended and its output is forwarded.
+void monitor(Job& job, const LaunchOptions& options, const SignalGuard& signals) {
+  while (true) {
+    reap_ended_ranks(job, options);
+    if (all_ended_and_drained(job)) break;
+    kill_after_grace_period(job, options);
+    wait_and_forward(job, options, signals);
+  }
+  for (RankProcess& rank : job.ranks) {
+    for (Stream* stream : {&rank.out, &rank.err}) {
+      if (stream->fd >= 0) ::close(stream->fd);
+    }
+  }
+}
+
+// The launch's exit status (see launch_local); names the first failed rank.
+int report_outcome(const Job& job, const LaunchOptions& options) {
+  if (job.first_failed >= 0) {
+    const RankProcess& rank = job.ranks[job.first_failed];
+    write_all(options.stderr_fd, "dualpipe launch: failed: rank " +
+                                     std::to_string(job.first_failed) + " " +
+                                     describe(rank.status) + "\n");
+    return exit_code(rank.status) == 0 ? 1 : exit_code(rank.status);
+  }
+  if (job.interrupted_by != 0) return 128 + job.interrupted_by;
+  return 0;
+}
+
 }  // namespace
 
 int pick_free_port() {
@@ -195,170 +410,19 @@ int pick_free_port() {
 }
 
 int launch_local(const LaunchOptions& options) {
-  if (options.num_ranks < 1) {
-    throw std::invalid_argument("dualpipe launch needs at least one rank, got num_ranks=" +
-                                std::to_string(options.num_ranks));
-  }
-  if (options.command.empty()) {
-    throw std::invalid_argument("dualpipe launch needs a program to run (after --)");
-  }
-  if (options.master_port < 0 || options.master_port > 65535) {
-    throw std::invalid_argument("master port must be in [0, 65535], got " +
-                                std::to_string(options.master_port));
-  }
+  check_launch_options(options);
   const int port = options.master_port != 0 ? options.master_port : pick_free_port();
-  const int sink_err = options.stderr_fd;
-
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGCHLD);
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGTERM);
   SignalGuard signals(mask);
-
-  std::vector<std::string> args = options.command;
-  std::vector<char*> argv = pointers(args);
-  std::vector<RankProcess> ranks(options.num_ranks);
-  for (int k = 0; k < options.num_ranks; ++k) {
-    std::vector<std::string> env_strings = make_environment(options, k, port);
-    std::vector<char*> envp = pointers(env_strings);
-    int out[2], err[2];
-    if (::pipe2(out, O_CLOEXEC) != 0) throw system_error("pipe");
-    if (::pipe2(err, O_CLOEXEC) != 0) {
-      ::close(out[0]);
-      ::close(out[1]);
-      throw system_error("pipe");
-    }
-    const pid_t pid = ::fork();
-    if (pid < 0) {
-      const auto error = system_error("fork");
-      for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
-      signal_all(ranks, SIGKILL);
-      for (RankProcess& rank : ranks) {
-        if (rank.running) ::waitpid(rank.pid, nullptr, 0);
-      }
-      throw error;
-    }
-    if (pid == 0) {
-      // Child: only async-signal-safe calls until exec.
-      ::setpgid(0, 0);
-      ::dup2(out[1], STDOUT_FILENO);
-      ::dup2(err[1], STDERR_FILENO);
-      pthread_sigmask(SIG_SETMASK, &signals.old_mask(), nullptr);
-      ::execvpe(argv[0], argv.data(), envp.data());
-      const char* message = "dualpipe launch: cannot execute the program: ";
-      (void)!::write(STDERR_FILENO, message, std::strlen(message));
-      const char* reason = strerror(errno);
-      (void)!::write(STDERR_FILENO, reason, std::strlen(reason));
-      (void)!::write(STDERR_FILENO, "\n", 1);
-      ::_exit(127);
-    }
-    ::setpgid(pid, pid);  // Also here: whichever of parent and child runs first.
-    ::close(out[1]);
-    ::close(err[1]);
-    ranks[k].pid = pid;
-    ranks[k].running = true;
-    ranks[k].out = Stream{out[0], options.stdout_fd, {}};
-    ranks[k].err = Stream{err[0], options.stderr_fd, {}};
-  }
-
-  int first_failed = -1;
-  int interrupted_by = 0;
-  bool stopping = false;
-  bool killed = false;
-  Clock::time_point kill_at{};
-  Clock::time_point all_ended_at{};
-  int num_running = options.num_ranks;
-
-  auto stop_others = [&] {
-    stopping = true;
-    kill_at = Clock::now() + options.grace_period;
-    signal_all(ranks, SIGTERM);
-  };
-
-  while (true) {
-    // Reap (also without SIGCHLD: another thread of this process may have taken it).
-    for (int k = 0; k < options.num_ranks; ++k) {
-      RankProcess& rank = ranks[k];
-      if (!rank.running) continue;
-      int status = 0;
-      const pid_t done = ::waitpid(rank.pid, &status, WNOHANG);
-      if (done != rank.pid) continue;
-      rank.running = false;
-      rank.status = status;
-      if (--num_running == 0) all_ended_at = Clock::now();
-      if (!failed(status)) continue;
-      if (first_failed < 0 && !stopping) {
-        first_failed = k;
-        write_all(sink_err, "dualpipe launch: rank " + std::to_string(k) + " (pid " +
-                                std::to_string(rank.pid) + ") " + describe(status) +
-                                "; stopping the other ranks\n");
-        stop_others();
-      } else if (!(stopping && WIFSIGNALED(status) &&
-                   (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGKILL ||
-                    WTERMSIG(status) == interrupted_by))) {
-        write_all(sink_err,
-                  "dualpipe launch: rank " + std::to_string(k) + " " + describe(status) + "\n");
-      }
-    }
-    bool open_pipes = false;
-    for (const RankProcess& rank : ranks) open_pipes |= rank.out.fd >= 0 || rank.err.fd >= 0;
-    if (num_running == 0 && (!open_pipes || Clock::now() - all_ended_at > kDrainTime)) break;
-    if (stopping && !killed && num_running > 0 && Clock::now() >= kill_at) {
-      killed = true;
-      write_all(sink_err, "dualpipe launch: " + std::to_string(num_running) +
-                              " rank(s) still running after the grace period; sending SIGKILL\n");
-      signal_all(ranks, SIGKILL);
-    }
-
-    std::vector<pollfd> fds;
-    std::vector<std::pair<int, Stream*>> streams;
-    fds.push_back({signals.fd(), POLLIN, 0});
-    for (int k = 0; k < options.num_ranks; ++k) {
-      for (Stream* stream : {&ranks[k].out, &ranks[k].err}) {
-        if (stream->fd < 0) continue;
-        fds.push_back({stream->fd, POLLIN, 0});
-        streams.emplace_back(k, stream);
-      }
-    }
-    const int ready = ::poll(fds.data(), fds.size(), 100);
-    if (ready < 0 && errno != EINTR) throw system_error("poll");
-    if (ready <= 0) continue;
-    if (fds[0].revents & POLLIN) {
-      signalfd_siginfo info;
-      while (::read(signals.fd(), &info, sizeof info) == sizeof info) {
-        const int sig = static_cast<int>(info.ssi_signo);
-        if (sig == SIGCHLD) continue;
-        if (interrupted_by == 0 && first_failed < 0) {
-          interrupted_by = sig;
-          write_all(sink_err, std::string("dualpipe launch: got ") + strsignal(sig) +
-                                  ", forwarding it to the ranks\n");
-          stopping = true;
-          kill_at = Clock::now() + options.grace_period;
-          signal_all(ranks, sig);
-        }
-      }
-    }
-    for (size_t i = 1; i < fds.size(); ++i) {
-      if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) {
-        drain(streams[i - 1].first, *streams[i - 1].second);
-      }
-    }
-  }
-  for (RankProcess& rank : ranks) {
-    for (Stream* stream : {&rank.out, &rank.err}) {
-      if (stream->fd >= 0) ::close(stream->fd);
-    }
-  }
-
-  if (first_failed >= 0) {
-    const RankProcess& rank = ranks[first_failed];
-    write_all(sink_err, "dualpipe launch: failed: rank " + std::to_string(first_failed) + " " +
-                            describe(rank.status) + "\n");
-    return exit_code(rank.status) == 0 ? 1 : exit_code(rank.status);
-  }
-  if (interrupted_by != 0) return 128 + interrupted_by;
-  return 0;
+  Job job;
+  job.ranks = start_ranks(options, port, signals);
+  job.num_running = options.num_ranks;
+  monitor(job, options, signals);
+  return report_outcome(job, options);
 }
 
 }  // namespace dualpipe::runtime

@@ -3,33 +3,63 @@
 #include <ATen/ATen.h>
 #include <torch/torch.h>
 
+#include <numeric>
 #include <stdexcept>
 
 #include "dualpipe/runtime/gradient_buffers.h"
 #include "dualpipe/schedule/registry.h"
-#include "dualpipe/train/model.h"
 #include "dualpipe/train/optimizer.h"
+#include "dualpipe/train/trainable_model.h"
 #include "dualpipe/train/training_data.h"
 
 namespace dualpipe::train {
+namespace {
+
+// Forward and backward of micro-batch `microbatch` (rows `window` of the step's batch) through
+// every stage in turn, accumulating the stages' gradients; returns its loss. `direction` names
+// the copy of the stages (the MicrobatchId the stages key their saved activations by).
+double train_microbatch(std::vector<std::shared_ptr<moe::MoEStage>>& stages, int direction,
+                        int microbatch, const at::Tensor& window, int64_t seq_len,
+                        const runtime::Criterion& criterion) {
+  const int num_stages = static_cast<int>(stages.size());
+  const at::Tensor inputs = window.narrow(1, 0, seq_len).contiguous();
+  const at::Tensor labels = window.narrow(1, 1, seq_len).contiguous();
+  const runtime::MicrobatchId base{direction, 0, microbatch};
+  std::vector<runtime::TensorList> stage_inputs(num_stages), stage_outputs(num_stages);
+  runtime::TensorList x = {inputs};
+  for (int s = 0; s < num_stages; ++s) {
+    runtime::MicrobatchId id = base;
+    id.stage = s;
+    stage_inputs[s] = x;
+    stage_outputs[s] = stages[s]->forward(id, x);
+    if (s + 1 < num_stages) {
+      x = {stage_outputs[s].at(0).detach().requires_grad_()};
+    }
+  }
+  const at::Tensor loss = criterion(stage_outputs.back(), {labels});
+  const double value = loss.item<float>();
+  runtime::TensorList grads;
+  for (int s = num_stages - 1; s >= 0; --s) {
+    runtime::MicrobatchId id = base;
+    id.stage = s;
+    if (s == num_stages - 1) {
+      stages[s]->backward(id, {loss}, {});
+    } else {
+      stages[s]->backward(id, stage_outputs[s], grads);
+    }
+    if (s > 0) grads = {stage_inputs[s].at(0).grad()};
+  }
+  return value;
+}
+
+}  // namespace
 
 ReferenceResult train_reference(const TrainConfig& config) {
   config.validate();
   if (config.ep != 1) throw std::invalid_argument("the reference trains with ep=1 only");
-  const int num_stages = config.num_stages();
-  std::vector<std::shared_ptr<moe::MoEStage>> stages;
-  std::vector<std::string> names;
-  std::vector<at::Tensor> params;
-  for (int s = 0; s < num_stages; ++s) {
-    stages.push_back(build_stage(config, s));
-    for (auto& item : stages.back()->named_parameters()) {
-      names.push_back(stage_prefix(s) + item.key());
-      params.push_back(item.value());
-    }
-  }
-  AdamWOptions adam;
-  adam.weight_decay = config.weight_decay;
-  AdamW optimizer(names, params, adam);
+  std::vector<int> every_stage(config.num_stages());
+  std::iota(every_stage.begin(), every_stage.end(), 0);
+  TrainableModel model = build_trainable_model(config, every_stage);
   TrainingData data = load_training_data(config);
   const int C = config.num_microbatches;
   const int64_t rows = config.microbatch_size;
@@ -48,49 +78,21 @@ ReferenceResult train_reference(const TrainConfig& config) {
       // Each group computes its own gradients, then adds the earlier groups' sum to them, in the
       // order the mirror sync adds the copies.
       std::vector<at::Tensor> earlier;
-      if (groups > 1) earlier = runtime::take_gradients(params);
+      if (groups > 1) earlier = runtime::take_gradients(model.parameters);
       for (int m = g * C / groups; m < (g + 1) * C / groups; ++m) {
-        const at::Tensor w = windows.narrow(0, m * rows, rows);
-        const at::Tensor inputs = w.narrow(1, 0, config.seq_len).contiguous();
-        const at::Tensor labels = w.narrow(1, 1, config.seq_len).contiguous();
-        const runtime::MicrobatchId base{g, 0, m};
-        std::vector<runtime::TensorList> stage_inputs(num_stages), stage_outputs(num_stages);
-        runtime::TensorList x = {inputs};
-        for (int s = 0; s < num_stages; ++s) {
-          runtime::MicrobatchId id = base;
-          id.stage = s;
-          stage_inputs[s] = x;
-          stage_outputs[s] = stages[s]->forward(id, x);
-          if (s + 1 < num_stages) {
-            x = {stage_outputs[s].at(0).detach().requires_grad_()};
-          }
-        }
-        const at::Tensor loss = criterion(stage_outputs.back(), {labels});
-        losses[m] = loss.item<float>();
-        runtime::TensorList grads;
-        for (int s = num_stages - 1; s >= 0; --s) {
-          runtime::MicrobatchId id = base;
-          id.stage = s;
-          if (s == num_stages - 1) {
-            stages[s]->backward(id, {loss}, {});
-          } else {
-            stages[s]->backward(id, stage_outputs[s], grads);
-          }
-          if (s > 0) grads = {stage_inputs[s].at(0).grad()};
-        }
+        losses[m] = train_microbatch(model.stages, g, m, windows.narrow(0, m * rows, rows),
+                                     config.seq_len, criterion);
       }
-      if (groups > 1) runtime::restore_gradients(params, earlier, /*drop_new=*/false);
+      if (groups > 1) runtime::restore_gradients(model.parameters, earlier, /*drop_new=*/false);
     }
     double sum = 0.0;
     for (double l : losses) sum += l;
     result.losses.push_back(sum);
-    optimizer.step(learning_rate_at(step, config.steps, config.warmup_steps, config.learning_rate));
-    optimizer.zero_grad();
+    model.optimizer.step(
+        learning_rate_at(step, config.steps, config.warmup_steps, config.learning_rate));
+    model.optimizer.zero_grad();
   }
-  for (int s = 0; s < num_stages; ++s) {
-    NamedTensors t = stage_state(*stages[s], s);
-    result.parameters.insert(t.begin(), t.end());
-  }
+  result.parameters = model_state(model);
   return result;
 }
 

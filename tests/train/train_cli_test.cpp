@@ -26,6 +26,7 @@
 #include "dualpipe/train/checkpoint.h"
 #include "dualpipe/train/metrics.h"
 #include "dualpipe/train/reference.h"
+#include "dualpipe/train/train_config.h"
 
 namespace dualpipe::train {
 namespace {
@@ -343,17 +344,29 @@ TEST(TrainCli, InterruptStopsAllRanksWithACheckpoint) {
   fs::remove_all(dir);
 }
 
+// A loss turning NaN at step 5 (made so by a StepHook in tests/train/train_worker.cpp, which
+// runs train_rank as `dualpipe train`'s ranks do) stops every rank before the update: the
+// message names the step and micro-batch, the step-3 checkpoint stays the latest, and the ranks
+// exit 3, which the launcher passes on.
 TEST(TrainCli, NonFiniteLossStopsNamingStepAndMicrobatch) {
   const fs::path dir = fresh_dir("nan");
-  const int code = run(with(kSmall, {"--steps", "10", "--checkpoint-interval", "3",
-                                     "--inject-nonfinite-at", "5", "--run-dir", dir.string()}),
+  TrainConfig config = small_config("dualpipe", 10);  // the model and batch of kSmall
+  config.eval_interval = 1000;
+  config.eval_windows = 8;
+  config.checkpoint_interval = 3;
+  config.run_dir = dir.string();
+  const fs::path config_file = dir.string() + ".json";
+  std::ofstream(config_file) << to_json(config).dump(2) << "\n";
+  const int code = run({"launch", "-n", std::to_string(config.num_ranks), "--",
+                        DUALPIPE_TRAIN_WORKER_PATH, config_file.string(), "5"},
                        dir.string() + ".log");
   const std::string log = read_text(dir.string() + ".log");
-  EXPECT_NE(code, 0) << log;
+  EXPECT_EQ(code, 3) << log;
   EXPECT_NE(log.find("at step 5, micro-batch"), std::string::npos) << log;
   EXPECT_EQ(read_latest_checkpoint(dir.string()).step, 3);
   EXPECT_EQ(read_metrics(dir.string()).back().step, 4);
   fs::remove_all(dir);
+  fs::remove(config_file);
 }
 
 TEST(TrainCli, BadOptionsAreUserErrors) {
