@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <limits>
 #include <ostream>
+#include <thread>
 
 #include "dualpipe/sim/svg.h"
 #include "dualpipe/train/checkpoint.h"
@@ -209,10 +210,24 @@ void write_pipeline_report(const PipelineReport& report, const schedule::Schedul
   }
   out << "  (peak activations: micro-batch stage instances whose forward ran and backward not yet;"
          " RSS: whole process)\n";
+  // NOTE: the simulator gives each rank its own core. Where ranks outnumber the cores their
+  // compute ops take turns, so the measured makespan and bubbles are larger by about that much.
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const std::size_t processes = report.ranks.size();
+  if (processes > cores && c.predicted_makespan_s > 0) {
+    std::snprintf(line, sizeof(line),
+                  "  (%zu ranks share %u cores here: the measured makespan is %.2fx the simulated "
+                  "one, which assumes a core per rank; ops of ranks sharing a core wait for each "
+                  "other, which the measured bubbles include)\n",
+                  processes, cores, c.makespan_s / c.predicted_makespan_s);
+    out << line;
+  }
   summary["pipeline"] = {{"step", report.step},
                          {"makespan_measured_s", c.makespan_s},
                          {"makespan_simulated_s", c.predicted_makespan_s},
                          {"costs", sim::to_string(c.costs)},
+                         {"processes", processes},
+                         {"cores", cores},
                          {"ranks", ranks}};
 }
 
