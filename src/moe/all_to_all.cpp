@@ -15,6 +15,8 @@ class AllToAllFunction : public torch::autograd::Function<AllToAllFunction> {
     ctx->saved_data["recv"] = recv_splits;
     ctx->saved_data["name"] = name;
     ctx->saved_data["row_shape"] = input.sizes().slice(1).vec();
+    // NOTE: an empty tensor of the input's dtype and device, for the zeros of a missing gradient.
+    ctx->saved_data["like"] = at::empty({0}, input.options());
     auto* stream = reinterpret_cast<CommStream*>(stream_address);
     return stream->all_to_all(input, send_splits, recv_splits, name).wait();
   }
@@ -31,7 +33,7 @@ class AllToAllFunction : public torch::autograd::Function<AllToAllFunction> {
       std::vector<int64_t> shape = {0};
       for (int64_t s : recv) shape[0] += s;
       for (int64_t s : ctx->saved_data["row_shape"].toIntVector()) shape.push_back(s);
-      grad = at::zeros(shape, at::kFloat);
+      grad = at::zeros(shape, ctx->saved_data["like"].toTensor().options());
     }
     at::Tensor grad_input = stream->all_to_all(grad, recv, send, name).wait();
     return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};

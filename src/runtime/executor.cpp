@@ -89,9 +89,14 @@ void Executor::check_specs(RunState& state, const ItemKey& key, int peer,
                              to_string(expected) + " (" + why + ")");
   };
   if (key.kind == ItemKind::kGrad) {
-    // The gradient must look like the outputs this rank produced for that micro-batch.
+    // The gradient must look like the outputs this rank produced for that micro-batch, one per
+    // output; an output may get none (an index tensor, an output the next stage did not use).
     const Instance& inst = instance({key.id.direction, consumer, key.id.microbatch});
-    if (specs != inst.output_specs) mismatch(inst.output_specs, "the shapes of its outputs");
+    bool fits = specs.size() == inst.output_specs.size();
+    for (std::size_t i = 0; fits && i < specs.size(); ++i) {
+      fits = !specs[i].defined || specs[i] == inst.output_specs[i];
+    }
+    if (!fits) mismatch(inst.output_specs, "the shapes of its outputs");
     return;
   }
   const auto stage_key = std::make_pair(key.id.direction, consumer);
@@ -268,6 +273,26 @@ void Executor::run_pair(RunState& state, const Op& op) {
   finish_backward(state, bid);
 }
 
+namespace {
+
+// Where this rank's stages keep their data: the device of their first parameter, else of the
+// first input, else the CPU (a parameter-free stage fed by a previous rank).
+at::Device data_device(const std::vector<StagePtr>& modules, const StepData& data) {
+  for (const StagePtr& module : modules) {
+    for (const at::Tensor& p : module->parameters()) return p.device();
+  }
+  for (const std::vector<TensorList>& direction : data.inputs) {
+    for (const TensorList& microbatch : direction) {
+      for (const at::Tensor& t : microbatch) {
+        if (t.defined()) return t.device();
+      }
+    }
+  }
+  return at::kCPU;
+}
+
+}  // namespace
+
 StepOutput Executor::run(const schedule::Schedule& schedule, const StepData& data) {
   DUALPIPE_CHECK(rank_ >= 0 && rank_ < schedule.num_ranks(), "executor rank ", rank_,
                  " is not in the ", schedule.num_ranks(), "-rank schedule");
@@ -275,11 +300,14 @@ StepOutput Executor::run(const schedule::Schedule& schedule, const StepData& dat
                  rank_, " of schedule '", schedule.name, "' holds ",
                  schedule.placement.num_slots(rank_), " stage modules, got ", modules_.size());
   const bool training = at::GradMode::is_enabled();
+  // Layers that defer weight gradients record this executor's route while its forwards run, so
+  // their backward finds weight_grad_store_ even on another thread (CUDA's device threads).
+  WeightGradRouteGuard route_guard(weight_grad_route_);
   RunState state{schedule, data, training, nullptr, {}, 0, false, {}};
-  state.channel =
-      std::make_unique<P2PChannel>(comm_, rank_, comm_rank_of_, schedule.num_stages(),
-                                   std::max(1, schedule.microbatches_per_direction()),
-                                   options_.timeout, options_.trace ? &trace_ : nullptr);
+  state.channel = std::make_unique<P2PChannel>(comm_, rank_, comm_rank_of_, schedule.num_stages(),
+                                               std::max(1, schedule.microbatches_per_direction()),
+                                               options_.timeout, options_.trace ? &trace_ : nullptr,
+                                               data_device(modules_, data));
   const int num_directions = schedule.num_directions();
   const int per_direction = schedule.microbatches_per_direction();
   state.output.losses.assign(num_directions, {});

@@ -21,10 +21,29 @@ void accumulate(at::Tensor& param, const at::Tensor& grad) {
   }
 }
 
+// The route current when the forward ran (see weight_grad_store.h), kept in the autograd context
+// so the backward finds its store on whichever thread autograd runs it.
+struct RecordedRoute : torch::CustomClassHolder {
+  std::shared_ptr<WeightGradRoute> route;
+};
+
+void record_route(torch::autograd::AutogradContext* ctx) {
+  auto recorded = c10::make_intrusive<RecordedRoute>();
+  recorded->route = WeightGradRouteGuard::current();
+  ctx->saved_data["route"] = c10::IValue::make_capsule(std::move(recorded));
+}
+
+const WeightGradRoute* recorded_route(torch::autograd::AutogradContext* ctx) {
+  const c10::intrusive_ptr<torch::CustomClassHolder> capsule = ctx->saved_data["route"].toCapsule();
+  return static_cast<const RecordedRoute*>(capsule.get())->route.get();
+}
+
 // The backward of y = x W^T (+ b) for both autograd Functions below: the input gradient now; the
-// weight (and bias) gradient now, or pushed to the WeightGradStore when a deferral guard is
-// active (then their returned gradients are undefined). `bias` may be undefined.
-torch::autograd::variable_list linear_backward(const at::Tensor& input, at::Tensor weight,
+// weight (and bias) gradient now, or pushed to the WeightGradStore when deferral is on for this
+// backward (DeferWeightGradGuard::for_backward; then their returned gradients are undefined).
+// `bias` may be undefined.
+torch::autograd::variable_list linear_backward(const WeightGradRoute* route,
+                                               const at::Tensor& input, at::Tensor weight,
                                                at::Tensor bias, const at::Tensor& grad_output) {
   at::Tensor grad_input;
   if (input.requires_grad()) grad_input = grad_output.matmul(weight);
@@ -37,7 +56,7 @@ torch::autograd::variable_list linear_backward(const at::Tensor& input, at::Tens
     if (need_bias) grad_bias = g.sum(0);
     return std::make_pair(grad_weight, grad_bias);
   };
-  if (WeightGradStore* store = DeferWeightGradGuard::current()) {
+  if (WeightGradStore* store = DeferWeightGradGuard::for_backward(route)) {
     store->push([weight_grads, weight, bias]() mutable {
       at::NoGradGuard no_grad;
       auto [grad_weight, grad_bias] = weight_grads();
@@ -59,13 +78,15 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
     ctx->save_for_backward({input});
     ctx->saved_data["weight"] = weight;
     ctx->saved_data["bias"] = bias;
+    record_route(ctx);
     return at::linear(input, weight, bias);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    return linear_backward(ctx->get_saved_variables()[0], ctx->saved_data["weight"].toTensor(),
-                           ctx->saved_data["bias"].toTensor(), grad_outputs[0]);
+    return linear_backward(recorded_route(ctx), ctx->get_saved_variables()[0],
+                           ctx->saved_data["weight"].toTensor(), ctx->saved_data["bias"].toTensor(),
+                           grad_outputs[0]);
   }
 };
 
@@ -77,14 +98,15 @@ class LinearNoBiasFunction : public torch::autograd::Function<LinearNoBiasFuncti
                             const at::Tensor& weight) {
     ctx->save_for_backward({input});
     ctx->saved_data["weight"] = weight;
+    record_route(ctx);
     return at::linear(input, weight);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
     torch::autograd::variable_list grads =
-        linear_backward(ctx->get_saved_variables()[0], ctx->saved_data["weight"].toTensor(),
-                        at::Tensor(), grad_outputs[0]);
+        linear_backward(recorded_route(ctx), ctx->get_saved_variables()[0],
+                        ctx->saved_data["weight"].toTensor(), at::Tensor(), grad_outputs[0]);
     grads.pop_back();  // no bias input
     return grads;
   }

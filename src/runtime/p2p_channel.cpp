@@ -33,11 +33,14 @@ std::vector<TensorSpec> specs_of(const TensorList& tensors) {
   return specs;
 }
 
-at::Tensor encode_header(const TensorList& tensors, const ItemKey& key, Protocol protocol) {
+// Header words per tensor: defined, dtype, device type, dim, sizes...
+at::Tensor encode_header(const TensorList& tensors, const ItemKey& key, Protocol protocol,
+                         const at::Device& device) {
   std::vector<std::int64_t> words = {protocol, static_cast<std::int64_t>(tensors.size())};
   for (const at::Tensor& t : tensors) {
     words.push_back(t.defined() ? 1 : 0);
     words.push_back(t.defined() ? static_cast<std::int64_t>(t.scalar_type()) : 0);
+    words.push_back(t.defined() ? static_cast<std::int64_t>(t.device().type()) : 0);
     words.push_back(t.defined() ? t.dim() : 0);
     if (t.defined()) {
       for (std::int64_t size : t.sizes()) words.push_back(size);
@@ -50,10 +53,13 @@ at::Tensor encode_header(const TensorList& tensors, const ItemKey& key, Protocol
       " words in all)");
   at::Tensor header = at::zeros({kHeaderLength}, at::kLong);
   std::copy(words.begin(), words.end(), header.data_ptr<std::int64_t>());
-  return header;
+  return device.is_cpu() ? header : header.to(device);
 }
 
-std::vector<TensorSpec> decode_header(const at::Tensor& header, Protocol* protocol) {
+// The specs a header announces, with the sender's device type (the index is the receiver's to
+// choose).
+std::vector<TensorSpec> decode_header(const at::Tensor& received, Protocol* protocol) {
+  const at::Tensor header = received.is_cpu() ? received : received.cpu();
   const std::int64_t* w = header.data_ptr<std::int64_t>();
   *protocol = static_cast<Protocol>(w[0]);
   std::vector<TensorSpec> specs(static_cast<std::size_t>(w[1]));
@@ -61,6 +67,7 @@ std::vector<TensorSpec> decode_header(const at::Tensor& header, Protocol* protoc
   for (TensorSpec& spec : specs) {
     spec.defined = w[i++] != 0;
     spec.dtype = static_cast<at::ScalarType>(w[i++]);
+    spec.device = at::Device(static_cast<at::DeviceType>(w[i++]));
     const std::int64_t dim = w[i++];
     spec.shape.assign(w + i, w + i + dim);
     i += static_cast<int>(dim);
@@ -82,14 +89,15 @@ std::string to_string(const ItemKey& key) {
 
 P2PChannel::P2PChannel(CommunicatorPtr comm, int rank, std::vector<int> comm_rank_of,
                        int num_stages, int max_microbatches, std::chrono::milliseconds timeout,
-                       Trace* trace)
+                       Trace* trace, at::Device device)
     : comm_(std::move(comm)),
       rank_(rank),
       comm_rank_of_(std::move(comm_rank_of)),
       num_stages_(num_stages),
       max_microbatches_(max_microbatches),
       timeout_(timeout),
-      trace_(trace) {
+      trace_(trace),
+      device_(device) {
   sender_ = std::thread([this] { run_sender(); });
 }
 
@@ -198,13 +206,13 @@ void P2PChannel::send(const ItemKey& key, int peer, const TensorList& tensors) {
   auto pending = std::make_unique<PendingSend>();
   pending->key = key;
   pending->peer = peer;
-  pending->tensors = {encode_header(tensors, key, protocol)};
+  pending->tensors = {encode_header(tensors, key, protocol, device_)};
   pending->messages = {0};
   if (protocol == kPredictionFailed) {
     int message = kFirstPayload;
     for (const TensorSpec& spec : *predicted) {
       if (!spec.defined) continue;
-      pending->tensors.push_back(at::empty(spec.shape, at::TensorOptions().dtype(spec.dtype)));
+      pending->tensors.push_back(at::empty(spec.shape, spec.options()));
       pending->messages.push_back(message++);
     }
   }
@@ -229,7 +237,7 @@ void P2PChannel::post_recv(const ItemKey& key, int peer) {
   recv.peer = peer;
   const StreamKey stream = stream_of(key);
   recv.first_of_stream = first_recv_.emplace(stream, key).second;
-  recv.header = at::empty({kHeaderLength}, at::kLong);
+  recv.header = at::empty({kHeaderLength}, at::TensorOptions().dtype(at::kLong).device(device_));
   std::vector<at::Tensor> one = {recv.header};
   try {
     recv.header_work = comm_->recv(one, comm_rank_of_.at(peer), tag_of(key, 0));
@@ -251,7 +259,7 @@ void P2PChannel::post_tensors(const ItemKey& key, int peer, const std::vector<Te
       tensors.emplace_back();
       continue;
     }
-    at::Tensor t = at::empty(spec.shape, at::TensorOptions().dtype(spec.dtype));
+    at::Tensor t = at::empty(spec.shape, spec.options());
     tensors.push_back(t);
     std::vector<at::Tensor> one = {t};
     try {
@@ -275,6 +283,18 @@ void P2PChannel::post_payload(const ItemKey& key, PendingRecv& recv) {
   recv.header_arrived = true;
   Protocol protocol = kFirstOfStream;
   recv.specs = decode_header(recv.header, &protocol);
+  for (std::size_t i = 0; i < recv.specs.size(); ++i) {
+    TensorSpec& spec = recv.specs[i];
+    if (!spec.defined) continue;
+    if (spec.device.type() != device_.type()) {
+      throw std::runtime_error("rank " + std::to_string(rank_) + ": rank " +
+                               std::to_string(recv.peer) + " sends tensor " + std::to_string(i) +
+                               " of " + to_string(key) + " on " + spec.device.str() +
+                               " but this rank's stages live on " + device_.str() +
+                               " (both ends of a pipeline link must use one device type)");
+    }
+    spec.device = device_;
+  }
   const Protocol expected = recv.first_of_stream ? kFirstOfStream : kPredicted;
   if (protocol != expected && !(protocol == kPredictionFailed && expected == kPredicted)) {
     throw std::runtime_error("rank " + std::to_string(rank_) + ": the header of " + to_string(key) +

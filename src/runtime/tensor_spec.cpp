@@ -8,6 +8,7 @@ TensorSpec TensorSpec::of(const at::Tensor& tensor) {
   if (spec.defined) {
     spec.dtype = tensor.scalar_type();
     spec.shape.assign(tensor.sizes().begin(), tensor.sizes().end());
+    spec.device = tensor.device();
   }
   return spec;
 }
@@ -18,7 +19,9 @@ std::string to_string(const TensorSpec& spec) {
   for (std::size_t i = 0; i < spec.shape.size(); ++i) {
     out += (i ? ", " : "") + std::to_string(spec.shape[i]);
   }
-  return out + "]";
+  out += "]";
+  if (spec.device != at::Device(at::kCPU)) out += "@" + spec.device.str();
+  return out;
 }
 
 std::string to_string(const std::vector<TensorSpec>& specs) {

@@ -11,6 +11,7 @@ namespace {
 // NOTE: per-thread, scoped by DeferWeightGradGuard (see the header): not shared state between
 // pipelines or ranks; each executor thread sees only the store it set itself.
 thread_local WeightGradStore* tls_store = nullptr;
+thread_local std::shared_ptr<WeightGradRoute> tls_route;
 
 }  // namespace
 
@@ -47,16 +48,37 @@ void WeightGradStore::clear() {
   open_ = false;
 }
 
-DeferWeightGradGuard::DeferWeightGradGuard(WeightGradStore* store) : previous_(tls_store) {
+WeightGradRouteGuard::WeightGradRouteGuard(std::shared_ptr<WeightGradRoute> route)
+    : previous_(std::move(tls_route)) {
+  tls_route = std::move(route);
+}
+
+WeightGradRouteGuard::~WeightGradRouteGuard() {
+  tls_route = std::move(previous_);
+}
+
+std::shared_ptr<WeightGradRoute> WeightGradRouteGuard::current() {
+  return tls_route;
+}
+
+DeferWeightGradGuard::DeferWeightGradGuard(WeightGradStore* store)
+    : previous_(tls_store), route_(tls_route) {
   tls_store = store;
+  if (route_) previous_route_store_ = route_->exchange(store);
 }
 
 DeferWeightGradGuard::~DeferWeightGradGuard() {
   tls_store = previous_;
+  if (route_) route_->exchange(previous_route_store_);
 }
 
 WeightGradStore* DeferWeightGradGuard::current() {
   return tls_store;
+}
+
+WeightGradStore* DeferWeightGradGuard::for_backward(const WeightGradRoute* recorded) {
+  if (tls_store != nullptr) return tls_store;
+  return recorded != nullptr ? recorded->store() : nullptr;
 }
 
 }  // namespace dualpipe::runtime

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <thread>
+
 #include "dualpipe/runtime/weight_grad_store.h"
 
 namespace dualpipe::runtime {
@@ -99,6 +101,59 @@ TEST(LinearTest, GroupsRunInFifoOrder) {
   store.pop_and_run();
   store.pop_and_run();
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2}));
+}
+
+}  // namespace
+}  // namespace dualpipe::runtime
+
+namespace dualpipe::runtime {
+namespace {
+
+// CUDA runs backward on the autograd engine's device threads, where the executor's thread-local
+// guard is not set. A Linear forwarded under an executor's route finds the store through the
+// route on whichever thread its backward runs: here a plain std::thread, on CPU.
+TEST(LinearRoute, BackwardOnAnotherThreadDefersToTheRoutesStore) {
+  torch::manual_seed(1);
+  Linear fc(4, 3);
+  const at::Tensor x = torch::randn({2, 4}, torch::requires_grad());
+  auto route = std::make_shared<WeightGradRoute>();
+  WeightGradStore store;
+  at::Tensor loss;
+  {
+    WeightGradRouteGuard route_guard(route);
+    loss = fc(x).sum();
+    store.begin_group();
+    DeferWeightGradGuard defer(&store);  // on this thread; the backward runs on another
+    EXPECT_EQ(route->store(), &store);
+    std::thread([&] {
+      EXPECT_EQ(DeferWeightGradGuard::current(), nullptr);
+      loss.backward();
+    }).join();
+    store.end_group();
+  }
+  EXPECT_EQ(route->store(), nullptr) << "the guard restores the route";
+  EXPECT_TRUE(x.grad().defined()) << "input gradient computed in B";
+  EXPECT_FALSE(fc->weight.grad().defined()) << "weight gradient deferred, not computed";
+  ASSERT_EQ(store.num_queued(), 1u);
+  store.pop_and_run();
+  ASSERT_TRUE(fc->weight.grad().defined());
+  // Equal to computing it at once.
+  Linear again(4, 3);
+  again->weight.data().copy_(fc->weight.detach());
+  again->bias.data().copy_(fc->bias.detach());
+  again(x.detach()).sum().backward();
+  EXPECT_TRUE(torch::equal(fc->weight.grad(), again->weight.grad()));
+  EXPECT_TRUE(torch::equal(fc->bias.grad(), again->bias.grad()));
+}
+
+TEST(LinearRoute, WithoutDeferralTheRouteComputesAtOnceOnAnyThread) {
+  Linear fc(4, 3);
+  auto route = std::make_shared<WeightGradRoute>();
+  WeightGradRouteGuard route_guard(route);
+  at::Tensor loss = fc(torch::randn({2, 4})).sum();
+  DeferWeightGradGuard no_defer(nullptr);
+  std::thread([&] { loss.backward(); }).join();
+  EXPECT_TRUE(fc->weight.grad().defined());
 }
 
 }  // namespace

@@ -107,6 +107,7 @@ class Executor {
   std::vector<int> comm_rank_of_;
   ExecutorOptions options_;
   WeightGradStore weight_grad_store_;
+  std::shared_ptr<WeightGradRoute> weight_grad_route_ = std::make_shared<WeightGradRoute>();
   Trace trace_;
   std::map<MicrobatchId, Instance> instances_;
   int activation_peak_ = 0;

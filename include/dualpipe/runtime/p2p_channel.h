@@ -74,9 +74,13 @@ std::string to_string(const ItemKey& key);
 class P2PChannel {
  public:
   // `comm_rank_of[p]` is the communicator rank of pipeline rank p; `rank` is this pipeline rank.
-  // `num_stages` and `max_microbatches` bound the tag space.
+  // `num_stages` and `max_microbatches` bound the tag space. `device` is where this rank's
+  // stages keep their data (CPU over Gloo, the rank's GPU over NCCL): headers and received
+  // tensors are allocated there, and a peer sending tensors of another device type is an error
+  // naming both.
   P2PChannel(CommunicatorPtr comm, int rank, std::vector<int> comm_rank_of, int num_stages,
-             int max_microbatches, std::chrono::milliseconds timeout, Trace* trace);
+             int max_microbatches, std::chrono::milliseconds timeout, Trace* trace,
+             at::Device device = at::kCPU);
 
   // Posts the sends of `tensors` (header, then payloads) to pipeline rank `peer` and returns at
   // once; the channel keeps the tensors alive until the sends complete. Non-contiguous tensors
@@ -154,6 +158,7 @@ class P2PChannel {
   int max_microbatches_;
   std::chrono::milliseconds timeout_;
   Trace* trace_;
+  at::Device device_;
   // Sends in posting order; the sender thread posts them, this thread releases completed ones.
   std::deque<std::unique_ptr<PendingSend>> sends_;
   std::deque<PendingSend*> to_post_;
