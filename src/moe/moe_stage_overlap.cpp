@@ -40,6 +40,9 @@ class WeightGradPoint {
 
 }  // namespace
 
+// NOTE: one long body on purpose (~80 lines): it is the FB timeline itself (moe_stage.h), each
+// forward component next to the backward component whose all-to-all it hides; split into
+// functions, the interleaving would no longer be visible in one place.
 runtime::ForwardResult MoEStage::overlapped_forward_backward(
     const runtime::ForwardHalf& forward, runtime::StageModule& backward_stage,
     const runtime::BackwardHalf& backward) {

@@ -293,6 +293,62 @@ at::Device data_device(const std::vector<StagePtr>& modules, const StepData& dat
 
 }  // namespace
 
+void Executor::run_weight(const Op& op) {
+  const std::int64_t start = Trace::now_us();
+  weight_grad_store_.pop_and_run();
+  trace_.add("W " + to_string(id_of(op)), "compute", start);
+}
+
+void Executor::send_activation(RunState& state, const Op& op) {
+  Instance& inst = instance(id_of(op));
+  TensorList payload;
+  for (const at::Tensor& t : inst.outputs) payload.push_back(t.defined() ? t.detach() : t);
+  state.channel->send(ItemKey::of(schedule::item_of(op)), op.peer, payload);
+  if (!state.training) {
+    instances_.erase(id_of(op));
+    return;
+  }
+  // NOTE: the channel holds the payload until sent; autograd needs only the graph behind each
+  // output (its saved tensors are its own), so the data goes now.
+  for (at::Tensor& t : inst.outputs) {
+    if (t.defined() && t.requires_grad() && !t.is_view() && !t.is_leaf()) {
+      t.set_data(at::empty({0}, t.options()));
+    }
+  }
+}
+
+void Executor::send_grad(RunState& state, const Op& op) {
+  const ItemKey key = ItemKey::of(schedule::item_of(op));
+  state.channel->send(key, op.peer, instances_[key.id].input_grads);
+  instances_.erase(key.id);
+}
+
+void Executor::run_op(RunState& state, const Op& op) {
+  const bool training = state.training;
+  switch (op.kind) {
+    case OpKind::kForward: run_forward(state, id_of(op)); break;
+    case OpKind::kBackward:
+      if (training) run_backward(state, id_of(op), op.defer_weight_grad);
+      break;
+    case OpKind::kWeight:
+      if (training) run_weight(op);
+      break;
+    case OpKind::kForwardBackward:
+      if (training) {
+        run_forward_backward(state, op);
+      } else {
+        run_forward(state, id_of(op));
+      }
+      break;
+    case OpKind::kSendActivation: send_activation(state, op); break;
+    case OpKind::kSendGrad:
+      if (training) send_grad(state, op);
+      break;
+    case OpKind::kRecvActivation:
+    case OpKind::kRecvGrad: break;  // posted up front
+  }
+}
+
 StepOutput Executor::run(const schedule::Schedule& schedule, const StepData& data) {
   DUALPIPE_CHECK(rank_ >= 0 && rank_ < schedule.num_ranks(), "executor rank ", rank_,
                  " is not in the ", schedule.num_ranks(), "-rank schedule");
@@ -308,10 +364,9 @@ StepOutput Executor::run(const schedule::Schedule& schedule, const StepData& dat
                                                std::max(1, schedule.microbatches_per_direction()),
                                                options_.timeout, options_.trace ? &trace_ : nullptr,
                                                data_device(modules_, data));
-  const int num_directions = schedule.num_directions();
   const int per_direction = schedule.microbatches_per_direction();
-  state.output.losses.assign(num_directions, {});
-  state.output.outputs.assign(num_directions, {});
+  state.output.losses.assign(schedule.num_directions(), {});
+  state.output.outputs.assign(schedule.num_directions(), {});
   for (int d : schedule.placement.directions_ending_on(rank_)) {
     state.output.losses[d].resize(per_direction);
     state.output.outputs[d].resize(per_direction);
@@ -332,53 +387,7 @@ StepOutput Executor::run(const schedule::Schedule& schedule, const StepData& dat
   try {
     for (const Op& op : program) {
       state.channel->progress();
-      switch (op.kind) {
-        case OpKind::kForward: run_forward(state, id_of(op)); break;
-        case OpKind::kBackward:
-          if (training) run_backward(state, id_of(op), op.defer_weight_grad);
-          break;
-        case OpKind::kWeight:
-          if (training) {
-            const std::int64_t start = Trace::now_us();
-            weight_grad_store_.pop_and_run();
-            trace_.add("W " + to_string(id_of(op)), "compute", start);
-          }
-          break;
-        case OpKind::kForwardBackward:
-          if (training) {
-            run_forward_backward(state, op);
-          } else {
-            run_forward(state, id_of(op));
-          }
-          break;
-        case OpKind::kSendActivation: {
-          Instance& inst = instance(id_of(op));
-          TensorList payload;
-          for (const at::Tensor& t : inst.outputs) payload.push_back(t.defined() ? t.detach() : t);
-          state.channel->send(ItemKey::of(schedule::item_of(op)), op.peer, payload);
-          if (training) {
-            // NOTE: the channel holds the payload until sent; autograd needs only the graph
-            // behind each output (its saved tensors are its own), so the data goes now.
-            for (at::Tensor& t : inst.outputs) {
-              if (t.defined() && t.requires_grad() && !t.is_view() && !t.is_leaf()) {
-                t.set_data(at::empty({0}, t.options()));
-              }
-            }
-          } else {
-            instances_.erase(MicrobatchId{op.direction, op.stage, op.microbatch});
-          }
-          break;
-        }
-        case OpKind::kSendGrad:
-          if (training) {
-            const ItemKey key = ItemKey::of(schedule::item_of(op));
-            state.channel->send(key, op.peer, instances_[key.id].input_grads);
-            instances_.erase(key.id);
-          }
-          break;
-        case OpKind::kRecvActivation:
-        case OpKind::kRecvGrad: break;  // posted up front
-      }
+      run_op(state, op);
     }
     state.channel->wait_sends();
   } catch (...) {

@@ -9,6 +9,9 @@
 
 namespace dualpipe::schedule {
 
+// NOTE: one long body on purpose (~90 lines): its eight steps are the reference's DualPipe.step
+// (deepseek-ai/DualPipe), transcribed step for step so the two read side by side; the recorded
+// reference orders in tests/data/reference-order check it op for op.
 Schedule build_dualpipe(int num_ranks, int num_microbatches) {
   if (num_ranks < 2 || num_ranks % 2 != 0 || num_microbatches % 2 != 0 ||
       num_microbatches < 2 * num_ranks) {

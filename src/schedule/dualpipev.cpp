@@ -12,6 +12,8 @@ namespace dualpipe::schedule {
 // half_rank, num_ranks for num_half_ranks, num_microbatches for half_num_chunks and the last
 // rank (where the V turns) for the middle rank. Phase 0 is the way down (stage r), phase 1 the
 // way back (stage 2R-1-r); every micro-batch enters at rank 0 and takes both.
+// NOTE: one long body on purpose (~75 lines): its eight steps are the reference's
+// DualPipeV.step, transcribed step for step so the two read side by side.
 Schedule build_dualpipev(int num_ranks, int num_microbatches) {
   if (num_ranks < 1 || num_microbatches < 2 * num_ranks) {
     throw std::invalid_argument(

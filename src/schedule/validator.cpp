@@ -350,12 +350,21 @@ class Validator {
     }
   }
 
+  // The deferred backwards of one rank in program order, and the next one a W must consume.
+  struct DeferredQueue {
+    std::vector<int> items;  // index() of each deferred backward
+    std::vector<int> ops;    // its op position
+    std::size_t head = 0;
+    void push(int item, int op) {
+      items.push_back(item);
+      ops.push_back(op);
+    }
+  };
+
   void check_order(int rank) {
     const Program& ops = program(rank);
     // The executor keeps deferred backwards in a queue and each W pops the oldest one.
-    std::vector<int> queue;
-    std::size_t head = 0;
-    std::vector<int> queue_op;
+    DeferredQueue queue;
     for (int i = 0; i < static_cast<int>(ops.size()); ++i) {
       const Op& op = ops[i];
       const std::uint8_t flags = flags_[rank][i];
@@ -366,10 +375,7 @@ class Validator {
           break;
         case OpKind::kBackward:
           need_forward_and_grad(rank, i, op.direction, op.stage, op.microbatch);
-          if (op.defer_weight_grad) {
-            queue.push_back(index(op.direction, op.stage, op.microbatch));
-            queue_op.push_back(i);
-          }
+          if (op.defer_weight_grad) queue.push(index(op.direction, op.stage, op.microbatch), i);
           break;
         case OpKind::kForwardBackward:
           if (flags & kPrimary) need_activation(rank, i, op.direction, op.stage, op.microbatch);
@@ -377,70 +383,74 @@ class Validator {
             need_forward_and_grad(rank, i, op.backward_direction, op.backward_stage,
                                   op.backward_microbatch);
             if (op.defer_weight_grad) {
-              queue.push_back(
-                  index(op.backward_direction, op.backward_stage, op.backward_microbatch));
-              queue_op.push_back(i);
+              queue.push(index(op.backward_direction, op.backward_stage, op.backward_microbatch),
+                         i);
             }
           }
           break;
-        case OpKind::kWeight: {
-          const int x = index(op.direction, op.stage, op.microbatch);
-          const int j = b_pos_[x];
-          if (j == kNone) {
-            out_.add(rank, i, op, [&] { return cat("W without any backward of its micro-batch"); });
-          } else if (!deferred_[x]) {
-            out_.add(rank, i, op, [&] {
-              return cat("W for a full backward (op ", j,
-                         " computes the weight gradient already; only a deferred one, Bz, "
-                         "takes a W)");
-            });
-          } else if (j > i) {
-            out_.add(rank, i, op, [&] { return cat("W before its deferred backward at op ", j); });
-          } else {
-            while (head < queue.size() && w_consumed_out_of_order(queue[head])) ++head;
-            if (head < queue.size() && queue[head] == x) {
-              ++head;
-            } else {
-              out_.add(rank, i, op, [&] {
-                const std::string expected =
-                    head < queue.size()
-                        ? cat("the oldest deferred backward without its W is at op ",
-                              queue_op[head], " (", describe(ops[queue_op[head]]), ")")
-                        : std::string("no deferred backward is waiting");
-                return cat("W out of FIFO order of this rank's deferred backwards: ", expected);
-              });
-              out_of_order_.push_back(x);
-            }
-          }
-          break;
-        }
-        case OpKind::kSendActivation: {
-          const int j = f_pos_[index(op.direction, op.stage, op.microbatch)];
-          if (j == kNone || j > i) {
-            out_.add(rank, i, op, [&] {
-              return j == kNone
-                         ? cat("sends an activation this rank never computes")
-                         : cat("sends the activation before the forward at op ", j, " produces it");
-            });
-          }
-          break;
-        }
-        case OpKind::kSendGrad: {
-          const int j = b_pos_[index(op.direction, op.stage, op.microbatch)];
-          if (j == kNone || j > i) {
-            out_.add(rank, i, op, [&] {
-              return j == kNone ? cat("sends an input gradient this rank never computes")
-                                : cat("sends the input gradient before the backward at op ", j,
-                                      " produces it");
-            });
-          }
-          break;
-        }
+        case OpKind::kWeight: check_weight(rank, i, queue); break;
+        case OpKind::kSendActivation:
+        case OpKind::kSendGrad: check_send_after_producer(rank, i); break;
         case OpKind::kRecvActivation:
         case OpKind::kRecvGrad: break;  // checked where the item is consumed and against its send
       }
     }
     out_of_order_.clear();
+  }
+
+  // The W at op i: after a deferred backward of its micro-batch, and the oldest one waiting.
+  void check_weight(int rank, int i, DeferredQueue& queue) {
+    const Program& ops = program(rank);
+    const Op& op = ops[i];
+    const int x = index(op.direction, op.stage, op.microbatch);
+    const int j = b_pos_[x];
+    if (j == kNone) {
+      out_.add(rank, i, op, [&] { return cat("W without any backward of its micro-batch"); });
+    } else if (!deferred_[x]) {
+      out_.add(rank, i, op, [&] {
+        return cat("W for a full backward (op ", j,
+                   " computes the weight gradient already; only a deferred one, Bz, "
+                   "takes a W)");
+      });
+    } else if (j > i) {
+      out_.add(rank, i, op, [&] { return cat("W before its deferred backward at op ", j); });
+    } else {
+      while (queue.head < queue.items.size() && w_consumed_out_of_order(queue.items[queue.head])) {
+        ++queue.head;
+      }
+      if (queue.head < queue.items.size() && queue.items[queue.head] == x) {
+        ++queue.head;
+        return;
+      }
+      out_.add(rank, i, op, [&] {
+        const std::string expected =
+            queue.head < queue.items.size()
+                ? cat("the oldest deferred backward without its W is at op ", queue.ops[queue.head],
+                      " (", describe(ops[queue.ops[queue.head]]), ")")
+                : std::string("no deferred backward is waiting");
+        return cat("W out of FIFO order of this rank's deferred backwards: ", expected);
+      });
+      out_of_order_.push_back(x);
+    }
+  }
+
+  // The send at op i comes after the compute op that produces its item on this rank.
+  void check_send_after_producer(int rank, int i) {
+    const Op& op = program(rank)[i];
+    const bool activation = op.kind == OpKind::kSendActivation;
+    const int x = index(op.direction, op.stage, op.microbatch);
+    const int j = activation ? f_pos_[x] : b_pos_[x];
+    if (j != kNone && j <= i) return;
+    out_.add(rank, i, op, [&] {
+      if (activation) {
+        return j == kNone
+                   ? cat("sends an activation this rank never computes")
+                   : cat("sends the activation before the forward at op ", j, " produces it");
+      }
+      return j == kNone
+                 ? cat("sends an input gradient this rank never computes")
+                 : cat("sends the input gradient before the backward at op ", j, " produces it");
+    });
   }
 
   // A W reported out of FIFO order leaves its Bz in the queue; skip it there so the one

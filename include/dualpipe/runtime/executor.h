@@ -98,6 +98,11 @@ class Executor {
   void run_backward(RunState& state, const MicrobatchId& id, bool defer_weight_grad);
   void run_forward_backward(RunState& state, const schedule::Op& op);
   void run_pair(RunState& state, const schedule::Op& op);
+  // One op of the program (compute ops only while training, except forwards).
+  void run_op(RunState& state, const schedule::Op& op);
+  void run_weight(const schedule::Op& op);
+  void send_activation(RunState& state, const schedule::Op& op);
+  void send_grad(RunState& state, const schedule::Op& op);
   void check_specs(RunState& state, const ItemKey& key, int peer,
                    const std::vector<TensorSpec>& specs);
 
