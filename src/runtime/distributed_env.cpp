@@ -229,6 +229,11 @@ DistributedEnv detect_distributed_env(const EnvMap& env) {
     result = from_srun(env);
   }
   result.timeout = parse_timeout(env);
+  // NOTE: only ranks our launcher started use its file store; another launcher's variables
+  // would not point at one.
+  if (result.launcher == "dualpipe launch") {
+    if (const std::string* store_file = find(env, kStoreFileEnv)) result.store_file = *store_file;
+  }
   return result;
 }
 

@@ -11,9 +11,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <stdexcept>
+#include <string>
+#include <system_error>
 
 #include "dualpipe/runtime/distributed_env.h"
 
@@ -409,8 +413,38 @@ int pick_free_port() {
   return ntohs(address.sin_port);
 }
 
-int launch_local(const LaunchOptions& options) {
-  check_launch_options(options);
+// A fresh directory only this user can enter (mkdtemp: mode 0700) holding the job's rendezvous
+// file store; removed with everything in it when the job ends, however it ends.
+class PrivateStoreDirectory {
+ public:
+  PrivateStoreDirectory() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern =
+        std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/dualpipe-job-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) {
+      throw system_error("creating a private directory for the rendezvous store (" + pattern + ")");
+    }
+    path_ = pattern;
+  }
+  ~PrivateStoreDirectory() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  PrivateStoreDirectory(const PrivateStoreDirectory&) = delete;
+  PrivateStoreDirectory& operator=(const PrivateStoreDirectory&) = delete;
+  std::string store_file() const { return path_ + "/store"; }
+
+ private:
+  std::string path_;
+};
+
+int launch_local(const LaunchOptions& user_options) {
+  check_launch_options(user_options);
+  // NOTE: local ranks meet in a file store, not a TCPStore (which would listen on every
+  // interface, unauthenticated): a local job opens no socket another host can reach.
+  const PrivateStoreDirectory store_directory;
+  LaunchOptions options = user_options;
+  options.extra_env.emplace_back(kStoreFileEnv, store_directory.store_file());
   const int port = options.master_port != 0 ? options.master_port : pick_free_port();
   sigset_t mask;
   sigemptyset(&mask);

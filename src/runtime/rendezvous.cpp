@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -25,8 +26,24 @@ std::string seconds(std::chrono::milliseconds timeout) {
   return text;
 }
 
+// The file store of a local job: no socket at all, and only this user can open the directory
+// the launcher made for it.
+c10::intrusive_ptr<c10d::Store> open_file_store(const DistributedEnv& env,
+                                                std::chrono::milliseconds timeout) {
+  try {
+    auto store = c10::make_intrusive<c10d::FileStore>(env.store_file, env.world_size);
+    store->setTimeout(timeout);
+    return store;
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("rank " + std::to_string(env.rank) +
+                             " could not open the rendezvous file store " + env.store_file + ": " +
+                             e.what_without_backtrace());
+  }
+}
+
 c10::intrusive_ptr<c10d::Store> connect_store(const DistributedEnv& env,
                                               std::chrono::milliseconds timeout) {
+  if (!env.store_file.empty()) return open_file_store(env, timeout);
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<std::uint16_t>(env.master_port);
   store_options.isServer = env.rank == 0;

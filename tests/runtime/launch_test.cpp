@@ -188,6 +188,20 @@ TEST(LaunchCommandTest, WorkersAllreduce) {
   }
 }
 
+// A local job opens no socket another host can reach: its ranks meet in a file store in a
+// private directory (not a TCPStore on every interface), and Gloo binds 127.0.0.1.
+TEST(LaunchCommandTest, LocalJobListensOnLoopbackOnly) {
+  const std::string tmp = ::testing::TempDir() + "dualpipe-store-test";
+  std::filesystem::create_directories(tmp);
+  const Result result = run("TMPDIR=" + tmp + " " + launch_worker(3, "sockets"));
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_FALSE(contains(result.output, "non-loopback")) << result.output;
+  EXPECT_TRUE(contains(result.output, "allreduce sum 6")) << result.output;
+  // The private store directory is gone with the job.
+  EXPECT_TRUE(std::filesystem::is_empty(tmp)) << "left in " << tmp;
+  std::filesystem::remove_all(tmp);
+}
+
 TEST(LaunchCommandTest, RankExitingMidRunStopsTheJob) {
   const Result result = run(launch_worker(3, "exit"));
   EXPECT_EQ(result.exit_code, 3) << result.output;

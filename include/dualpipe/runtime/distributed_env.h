@@ -26,12 +26,18 @@ struct DistributedEnv {
   // Communication timeout the launcher asked for (`dualpipe launch --timeout`, DUALPIPE_TIMEOUT
   // in seconds); when set it overrides the program's default.
   std::optional<std::chrono::milliseconds> timeout;
+  // A c10d::FileStore path to rendezvous through instead of a TCPStore (DUALPIPE_STORE_FILE,
+  // set by `dualpipe launch` for local jobs, in a fresh directory only this user can enter):
+  // then no rank listens on a port. Empty: TCPStore at master_addr:master_port.
+  std::string store_file;
 };
 
 // Environment variable that `dualpipe launch` (launch_local) sets to "1" in every rank it starts.
 inline constexpr const char* kLaunchedRankEnv = "DUALPIPE_LAUNCHED";
 // Communication timeout in seconds (decimal allowed) that `dualpipe launch --timeout` exports.
 inline constexpr const char* kTimeoutEnv = "DUALPIPE_TIMEOUT";
+// The rendezvous file store of a local job (see DistributedEnv::store_file).
+inline constexpr const char* kStoreFileEnv = "DUALPIPE_STORE_FILE";
 
 // A copy of this process's environment.
 EnvMap current_environment();

@@ -21,8 +21,12 @@ struct DistributedContext {
 };
 
 // Joins the job described by `env` (see detect_distributed_env). Blocking: every rank of the
-// world must call it. Rank 0 serves a TCPStore on env.master_port (all others connect to
-// env.master_addr:env.master_port); a world of one uses an in-process store and opens no socket.
+// world must call it. Ranks of a local `dualpipe launch` job meet in a c10d::FileStore
+// (env.store_file, in a directory only this user can enter) and open no listening socket but
+// Gloo's on 127.0.0.1. Otherwise rank 0 serves a TCPStore on env.master_port, on every interface
+// (c10d's TCPStore cannot bind one address and has no authentication: see the README's Safety
+// section), and all others connect to env.master_addr:env.master_port. A world of one uses an
+// in-process store and opens no socket.
 // When env.master_addr is a loopback address the Gloo transport binds to 127.0.0.1, otherwise
 // to this host's name (options.hostname is used when it is not the loopback default).
 // env.timeout, when set, replaces options.timeout. Every wait gives up after that timeout:
