@@ -1,8 +1,8 @@
 // Overlapped forward/backward of two MoE chunks vs the same forward and backward one after the
 // other, at EP=2 (ranks as threads over Gloo). On 2 cores loopback all-to-alls are nearly free
 // and would compete with compute for the CPU, so each token all-to-all gets an emulated network
-// delay (a sleep: it costs no CPU) sized so that all-to-all time equals compute time (the
-// DeepSeek-V3 report's 1:1), as in the runtime benchmark's emulated-cost mode.
+// delay (serial_link.h: a sleep, it costs no CPU) sized so that all-to-all time equals
+// compute time (the DeepSeek-V3 report's 1:1), as in the runtime benchmark's emulated-cost mode.
 //
 //   dualpipe_moe_overlap_bench [--hidden 256] [--tokens 512] [--blocks 2] [--iters 10]
 //                              [--delay-us -1 (auto: 1:1)] [--trace out.json]
@@ -22,6 +22,7 @@
 #include "dualpipe/moe/moe_stage.h"
 #include "dualpipe/runtime/process_group.h"
 #include "dualpipe/runtime/trace.h"
+#include "serial_link.h"
 
 namespace {
 
@@ -59,7 +60,7 @@ double measure(const Options& o, const ModelConfig& config, dualpipe::runtime::C
                int rank, int64_t delay_us, bool overlapped,
                std::vector<dualpipe::runtime::TraceEvent>* trace) {
   CommStreamOptions stream_options;
-  stream_options.all_to_all_delay = std::chrono::microseconds(delay_us);
+  stream_options.link = dualpipe::bench::serial_link(std::chrono::microseconds(delay_us));
   stream_options.trace = trace != nullptr;
   auto stream = std::make_shared<CommStream>(comm, stream_options);
   at::manual_seed(100 + rank);

@@ -4,8 +4,8 @@
 // PP=2 x EP=2 (4 ranks as threads over Gloo). On 2 cores four ranks would fight over the CPU, so
 // compute is emulated (a sleep per component, as in `dualpipe bench runtime --emulate`) and every
 // token all-to-all is a real Gloo all-to-all over the EP group with an emulated network delay
-// (CommStreamOptions::all_to_all_delay, one all-to-all on the link at a time). The emulated chunk
-// has the real block's structure and its overlap hook the real hook's order (moe_stage.h):
+// (serial_link.h, one all-to-all on the link at a time). The emulated chunk has the real block's
+// structure and its overlap hook the real hook's order (moe_stage.h):
 //
 //   forward, per layer:  attn(F) | dispatch a2a | mlp(F) | combine a2a
 //   backward, per layer: combine a2a | mlp(B) mlp(W) | dispatch a2a | attn(B) attn(W)
@@ -37,6 +37,7 @@
 #include "dualpipe/runtime/weight_grad_store.h"
 #include "dualpipe/schedule/registry.h"
 #include "dualpipe/sim/simulator.h"
+#include "serial_link.h"
 
 namespace {
 
@@ -175,8 +176,8 @@ class EmulatedMoEStage : public StageModule {
 dualpipe::moe::CommStreamOptions stream_options(const Options& o) {
   dualpipe::moe::CommStreamOptions options;
   // 1:1 with compute: a layer's forward computes 2 units and waits on 2 all-to-alls.
-  options.all_to_all_delay =
-      std::chrono::microseconds(static_cast<int64_t>(std::llround(o.unit_ms * 1000)));
+  options.link = dualpipe::bench::serial_link(
+      std::chrono::microseconds(static_cast<int64_t>(std::llround(o.unit_ms * 1000))));
   return options;
 }
 

@@ -2,10 +2,8 @@
 
 #include <ATen/ATen.h>
 
-#include <algorithm>
 #include <numeric>
 #include <stdexcept>
-#include <thread>
 
 namespace dualpipe::moe {
 namespace {
@@ -36,10 +34,7 @@ PendingAllToAll CommStream::all_to_all(const at::Tensor& input,
   pending.stream_ = this;
   pending.name_ = std::move(name);
   pending.start_us_ = runtime::Trace::now_us();
-  if (options_.all_to_all_delay.count() > 0) {
-    link_free_us_ = std::max(link_free_us_, pending.start_us_) + options_.all_to_all_delay.count();
-    pending.ready_us_ = link_free_us_;
-  }
+  if (options_.link) pending.delivery_us_ = options_.link->delivery_us(pending.start_us_);
   if (!comm_) {
     pending.output_ = input.clone();
     return pending;
@@ -75,9 +70,9 @@ at::Tensor PendingAllToAll::wait() {
   }
   std::int64_t end_us = runtime::Trace::now_us();
   if (done_us_ && *done_us_ != 0) end_us = *done_us_;
-  if (ready_us_ > end_us) {
-    std::this_thread::sleep_for(std::chrono::microseconds(ready_us_ - runtime::Trace::now_us()));
-    end_us = ready_us_;
+  if (delivery_us_ > end_us) {
+    stream_->options_.link->wait_until(delivery_us_);
+    end_us = delivery_us_;
   }
   stream_->record(name_, "comm", start_us_, end_us);
   stream_ = nullptr;

@@ -8,16 +8,14 @@
 #include "dualpipe/runtime/local_batch.h"
 #include "dualpipe/runtime/pipeline.h"
 #include "mlp_stage.h"
+#include "mse_criterion.h"
 #include "test_ranks.h"
 
 namespace dualpipe::runtime {
 namespace {
 
 using testing::make_mlp_stage;
-
-at::Tensor mse(const TensorList& outputs, const TensorList& labels) {
-  return torch::mse_loss(outputs.at(0), labels.at(0));
-}
+using testing::mse;
 
 // The pipeline communicator of `replica` and the data-parallel communicator of pipeline rank
 // `rank` on a PP x DP grid of thread ranks. Blocking: every thread of the grid calls it.

@@ -7,16 +7,14 @@
 
 #include "dualpipe/runtime/pipeline.h"
 #include "mlp_stage.h"
+#include "mse_criterion.h"
 #include "test_ranks.h"
 
 namespace dualpipe::runtime {
 namespace {
 
 using testing::make_mlp_stage;
-
-at::Tensor mse(const TensorList& outputs, const TensorList& labels) {
-  return torch::mse_loss(outputs.at(0), labels.at(0));
-}
+using testing::mse;
 
 // A stage that declares inputs of a width its predecessor does not produce.
 class DeclaringStage : public testing::MlpStage {

@@ -15,6 +15,7 @@
 #include "dualpipe/schedule/registry.h"
 #include "dualpipe/sim/simulator.h"
 #include "mlp_stage.h"
+#include "mse_criterion.h"
 #include "test_ranks.h"
 
 namespace dualpipe::runtime {
@@ -22,6 +23,7 @@ namespace {
 
 using testing::make_mlp_stage;
 using testing::MlpStage;
+using testing::mse;
 
 constexpr int kMicrobatchSize = 2;
 constexpr int kSeq = 4;
@@ -47,10 +49,6 @@ double cosine_distance(const at::Tensor& a, const at::Tensor& b) {
   const double denom = (x.norm() * y.norm()).item<double>();
   if (denom == 0) return x.equal(y) ? 0.0 : 1.0;
   return 1.0 - (x.dot(y)).item<double>() / denom;
-}
-
-at::Tensor mse(const TensorList& outputs, const TensorList& labels) {
-  return torch::mse_loss(outputs.at(0), labels.at(0));
 }
 
 class PipelineEquivalenceTest : public ::testing::TestWithParam<Case> {};

@@ -11,10 +11,13 @@
 #include "dualpipe/runtime/local_batch.h"
 #include "dualpipe/runtime/pipeline.h"
 #include "dualpipe/schedule/registry.h"
+#include "mse_criterion.h"
 #include "test_ranks.h"
 
 namespace dualpipe::runtime {
 namespace {
+
+using testing::mse;
 
 constexpr int kHidden = 16;
 
@@ -32,10 +35,6 @@ class PlainLinearStage : public StageModule {
 std::shared_ptr<PlainLinearStage> make_stage(int stage) {
   torch::manual_seed(500 + stage);
   return std::make_shared<PlainLinearStage>();
-}
-
-at::Tensor mse(const TensorList& outputs, const TensorList& labels) {
-  return torch::mse_loss(outputs.at(0), labels.at(0));
 }
 
 class WeightGradFallbackTest : public ::testing::TestWithParam<std::string> {};

@@ -10,7 +10,6 @@
 // all-to-alls (the MoE stages of one EP group run identical programs, which guarantees it).
 
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -22,11 +21,29 @@
 
 namespace dualpipe::moe {
 
+// A model of the link under a CommStream's token all-to-alls, for links the process does not
+// have (a benchmark on one machine stands in for a network with it: see bench/serial_link.h).
+// Without one, an all-to-all is done when its collective is.
+//
+// NOTE: the model keeps the link's state (e.g. until when the link is busy). CommStream calls
+// delivery_us() on the thread that posts and wait_until() on the thread that waits; a model used
+// from several threads at once must guard its own state. Give each stream its own model: streams
+// that share one share its link.
+class LinkModel {
+ public:
+  virtual ~LinkModel() = default;
+  // When the link delivers an all-to-all posted at `post_us` (runtime::Trace::now_us() clock).
+  // Called once per token all-to-all, in post order, as it is posted; must not block.
+  virtual std::int64_t delivery_us(std::int64_t post_us) = 0;
+  // Blocks until `delivery_us` (a time delivery_us() returned). Called by PendingAllToAll::wait()
+  // after the collective completed, when that happened before the modelled delivery.
+  virtual void wait_until(std::int64_t delivery_us) = 0;
+};
+
 struct CommStreamOptions {
-  // Emulated network time per token all-to-all: an all-to-all completes no earlier than this
-  // long after the link becomes free (the link carries one all-to-all at a time). Zero: off.
-  // Used by the benchmark to make communication cost real on a 2-core machine.
-  std::chrono::microseconds all_to_all_delay{0};
+  // The link token all-to-alls travel over (null: the communicator's own; no model is asked).
+  // exchange_counts() is not modelled (it carries metadata, not tokens).
+  std::shared_ptr<LinkModel> link;
   // Record a trace event (category "comm") for every all-to-all.
   bool trace = false;
 };
@@ -51,7 +68,7 @@ class PendingAllToAll {
   at::Tensor output_;
   std::string name_;
   std::int64_t start_us_ = 0;
-  std::int64_t ready_us_ = 0;  // emulated completion time (0: none)
+  std::int64_t delivery_us_ = 0;  // the link model's delivery time (0: no model)
   std::shared_ptr<std::atomic<std::int64_t>> done_us_;
 };
 
@@ -71,7 +88,7 @@ class CommStream {
 
   // Exchanges token counts: `send_counts` has size()*k entries, entries [r*k, (r+1)*k) go to rank
   // r; returns size()*k entries, [r*k, (r+1)*k) from rank r. Blocking collective on every rank.
-  // Not delayed (it carries metadata, not tokens).
+  // Not passed through options().link (it carries metadata, not tokens).
   std::vector<int64_t> exchange_counts(const std::vector<int64_t>& send_counts);
 
   // The all-to-alls recorded so far (category "comm"; start = post, end = completion), for
@@ -92,7 +109,6 @@ class CommStream {
 
   runtime::CommunicatorPtr comm_;
   CommStreamOptions options_;
-  std::int64_t link_free_us_ = 0;
   mutable std::mutex mutex_;
   std::vector<runtime::TraceEvent> events_;
 };
