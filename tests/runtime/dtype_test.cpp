@@ -13,6 +13,7 @@
 #include "dualpipe/runtime/local_batch.h"
 #include "dualpipe/runtime/pipeline.h"
 #include "dualpipe/schedule/registry.h"
+#include "mse_criterion.h"
 #include "test_ranks.h"
 
 namespace dualpipe::runtime {
@@ -43,9 +44,7 @@ class IndexedStage : public StageModule {
   at::Tensor offset_;
 };
 
-at::Tensor mse(const TensorList& outputs, const TensorList& labels) {
-  return torch::mse_loss(outputs.at(0), labels.at(0));
-}
+using testing::mse;
 
 using Case = std::tuple<std::string, int, at::ScalarType>;
 
