@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "dualpipe/check.h"
 #include "dualpipe/schedule/item.h"
 #include "dualpipe/schedule/registry.h"
 
@@ -111,88 +112,127 @@ std::string to_token(const Op& op, int rank, const Placement& placement) {
   throw std::invalid_argument("to_token: unknown op kind");
 }
 
-Op parse_token(const std::string& token, int rank, const Placement& placement, int position) {
-  auto bad = [&](const std::string& why) -> std::invalid_argument {
-    return std::invalid_argument(where(rank, position, token) + ": " + why);
-  };
-  if (rank < 0 || rank >= placement.num_ranks()) {
-    throw bad("no such rank, num_ranks=" + std::to_string(placement.num_ranks()));
+namespace {
+
+// Reads one token of `rank`'s program, one method per form of the token. Every error names the
+// rank, the token's position and the token.
+class TokenParser {
+ public:
+  TokenParser(const std::string& token, int rank, const Placement& placement, int position)
+      : token_(token), rank_(rank), placement_(placement), position_(position) {}
+
+  Op parse() {
+    DUALPIPE_CHECK(rank_ >= 0 && rank_ < placement_.num_ranks(), context(),
+                   "no such rank, num_ranks=", placement_.num_ranks());
+    if (token_.rfind("FB", 0) == 0) return parse_forward_backward();
+    if (!token_.empty() && (token_[0] == 'F' || token_[0] == 'B' || token_[0] == 'W')) {
+      return parse_compute();
+    }
+    if (token_.size() >= 2 && (token_[0] == 's' || token_[0] == 'r') &&
+        (token_[1] == 'F' || token_[1] == 'B')) {
+      return parse_transfer();
+    }
+    throw malformed();
   }
-  auto stage_in = [&](int slot) {
-    if (slot >= placement.num_slots(rank)) {
-      throw bad("rank has no slot " + std::to_string(slot) + " (it has " +
-                std::to_string(placement.num_slots(rank)) + ")");
-    }
-    return placement.stage_at(rank, slot);
-  };
-  const char* form =
-      "expected F<slot>.<m>, B<slot>.<m>[z], W<slot>.<m>, FB<slot>.<m>/<slot>.<m>, or "
-      "sF/rF/sB/rB<slot>.<m>@<peer>";
-  std::size_t pos = 0;
-  int slot = 0;
-  int microbatch = 0;
-  auto finish = [&](const Op& op) {
-    if (pos != token.size()) throw bad(form);
+
+ private:
+  std::string context() const { return where(rank_, position_, token_) + ": "; }
+
+  std::invalid_argument malformed() const {
+    return std::invalid_argument(
+        context() +
+        "expected F<slot>.<m>, B<slot>.<m>[z], W<slot>.<m>, FB<slot>.<m>/<slot>.<m>, or "
+        "sF/rF/sB/rB<slot>.<m>@<peer>");
+  }
+
+  // The stage that `slot` on this rank holds.
+  StageId stage_in(int slot) const {
+    DUALPIPE_CHECK(slot < placement_.num_slots(rank_), context(), "rank has no slot ", slot,
+                   " (it has ", placement_.num_slots(rank_), ")");
+    return placement_.stage_at(rank_, slot);
+  }
+
+  // Consumes the 'z' (input gradient only) that may end a backward; says whether there was one.
+  bool read_deferred() {
+    const bool deferred = pos_ < token_.size() && token_[pos_] == 'z';
+    if (deferred) ++pos_;
+    return deferred;
+  }
+
+  // `op`, once nothing is left of the token.
+  Op finish(const Op& op) const {
+    if (pos_ != token_.size()) throw malformed();
     return op;
-  };
-  if (token.rfind("FB", 0) == 0) {
-    pos = 2;
-    int slot2 = 0;
-    int microbatch2 = 0;
-    if (!read_slot_microbatch(token, pos, &slot, &microbatch) || pos >= token.size() ||
-        token[pos++] != '/' || !read_slot_microbatch(token, pos, &slot2, &microbatch2)) {
-      throw bad(form);
+  }
+
+  // FB<slot>.<m>/<slot>.<m>[z]
+  Op parse_forward_backward() {
+    pos_ = 2;
+    int slot = 0, microbatch = 0, backward_slot = 0, backward_microbatch = 0;
+    if (!read_slot_microbatch(token_, pos_, &slot, &microbatch) || pos_ >= token_.size() ||
+        token_[pos_++] != '/' ||
+        !read_slot_microbatch(token_, pos_, &backward_slot, &backward_microbatch)) {
+      throw malformed();
     }
-    bool deferred = pos < token.size() && token[pos] == 'z';
-    if (deferred) ++pos;
-    StageId f = stage_in(slot);
-    StageId b = stage_in(slot2);
-    Op op =
-        Op::forward_backward(f.direction, f.stage, microbatch, b.direction, b.stage, microbatch2);
+    const bool deferred = read_deferred();
+    const StageId f = stage_in(slot);
+    const StageId b = stage_in(backward_slot);
+    Op op = Op::forward_backward(f.direction, f.stage, microbatch, b.direction, b.stage,
+                                 backward_microbatch);
     op.defer_weight_grad = deferred;
     return finish(op);
   }
-  if (!token.empty() && (token[0] == 'F' || token[0] == 'B' || token[0] == 'W')) {
-    pos = 1;
-    if (!read_slot_microbatch(token, pos, &slot, &microbatch)) throw bad(form);
-    StageId id = stage_in(slot);
-    if (token[0] == 'F') return finish(Op::forward(id.direction, id.stage, microbatch));
-    if (token[0] == 'W') return finish(Op::weight(id.direction, id.stage, microbatch));
-    bool deferred = pos < token.size() && token[pos] == 'z';
-    if (deferred) ++pos;
+
+  // F<slot>.<m>, B<slot>.<m>[z] or W<slot>.<m>
+  Op parse_compute() {
+    pos_ = 1;
+    int slot = 0, microbatch = 0;
+    if (!read_slot_microbatch(token_, pos_, &slot, &microbatch)) throw malformed();
+    const StageId id = stage_in(slot);
+    if (token_[0] == 'F') return finish(Op::forward(id.direction, id.stage, microbatch));
+    if (token_[0] == 'W') return finish(Op::weight(id.direction, id.stage, microbatch));
+    const bool deferred = read_deferred();
     return finish(Op::backward(id.direction, id.stage, microbatch, deferred));
   }
-  if (token.size() >= 2 && (token[0] == 's' || token[0] == 'r') &&
-      (token[1] == 'F' || token[1] == 'B')) {
-    pos = 2;
-    int peer = 0;
-    if (!read_slot_microbatch(token, pos, &slot, &microbatch) || pos >= token.size() ||
-        token[pos++] != '@' || !read_number(token, pos, &peer)) {
-      throw bad(form);
+
+  // sF, rF, sB or rB<slot>.<m>@<peer>
+  Op parse_transfer() {
+    pos_ = 2;
+    int slot = 0, microbatch = 0, peer = 0;
+    if (!read_slot_microbatch(token_, pos_, &slot, &microbatch) || pos_ >= token_.size() ||
+        token_[pos_++] != '@' || !read_number(token_, pos_, &peer)) {
+      throw malformed();
     }
-    if (peer >= placement.num_ranks()) {
-      throw bad("no peer rank " + std::to_string(peer) +
-                ", num_ranks=" + std::to_string(placement.num_ranks()));
-    }
-    StageId id = stage_in(slot);
-    const bool send = token[0] == 's';
-    const bool grad = token[1] == 'B';
+    DUALPIPE_CHECK(peer < placement_.num_ranks(), context(), "no peer rank ", peer,
+                   ", num_ranks=", placement_.num_ranks());
+    const StageId id = stage_in(slot);
+    const bool send = token_[0] == 's';
+    const bool grad = token_[1] == 'B';
     // A receive names the consuming stage's slot; the op names the producing stage (whose
     // consumer is that slot's stage).
     const std::optional<Item> received =
-        grad ? backward_input(id.direction, id.stage, microbatch, placement.num_stages())
+        grad ? backward_input(id.direction, id.stage, microbatch, placement_.num_stages())
              : forward_input(id.direction, id.stage, microbatch);
-    int stage = send ? id.stage : (received ? received->stage : -1);
-    if (stage < 0 || stage >= placement.num_stages()) {
-      throw bad("stage " + std::to_string(id.stage) + " of direction " +
-                std::to_string(id.direction) + " has no " + (grad ? "next" : "previous") +
-                " stage to receive from");
-    }
+    const int stage = send ? id.stage : (received ? received->stage : -1);
+    DUALPIPE_CHECK(stage >= 0 && stage < placement_.num_stages(), context(), "stage ", id.stage,
+                   " of direction ", id.direction, " has no ", grad ? "next" : "previous",
+                   " stage to receive from");
     const Item item{grad ? ItemKind::kGrad : ItemKind::kActivation, id.direction, stage,
                     microbatch};
     return finish(send ? send_op(item, peer) : recv_op(item, peer));
   }
-  throw bad(form);
+
+  const std::string& token_;
+  const int rank_;
+  const Placement& placement_;
+  const int position_;
+  std::size_t pos_ = 0;  // where in token_ reading goes on
+};
+
+}  // namespace
+
+Op parse_token(const std::string& token, int rank, const Placement& placement, int position) {
+  return TokenParser(token, rank, placement, position).parse();
 }
 
 nlohmann::json to_oracle_json(const Schedule& schedule) {
@@ -319,24 +359,59 @@ std::string to_text(const Schedule& schedule) {
   return out.str();
 }
 
-Schedule parse_schedule_text(const std::string& text) {
-  std::istringstream in(text);
-  std::string line;
-  int line_number = 0;
-  auto bad = [&](const std::string& why) {
-    return std::invalid_argument("schedule text line " + std::to_string(line_number) + ": " + why +
-                                 " (\"" + line + "\")");
-  };
-  auto header = [&](const std::string& key) {
-    while (std::getline(in, line)) {
-      ++line_number;
-      if (line.empty() || line[0] == '#') continue;
-      if (line.rfind(key + " ", 0) != 0) throw bad("expected \"" + key + " ...\"");
-      return line.substr(key.size() + 1);
+namespace {
+
+// Reads the text form line by line, skipping blank lines and comments. Every error names the
+// line number and the line.
+class TextReader {
+ public:
+  explicit TextReader(const std::string& text) : in_(text) {}
+
+  // The rest of the next line, which must be "<key> <value>".
+  std::string header(const std::string& key) {
+    advance_before(key);
+    if (line_.rfind(key + " ", 0) != 0) throw bad("expected \"" + key + " ...\"");
+    return line_.substr(key.size() + 1);
+  }
+
+  // "placement <num_directions> <num_stages> <rank>:<slot> ..." for `num_ranks` ranks.
+  Placement placement(int num_ranks) {
+    std::istringstream words(header("placement"));
+    std::string word;
+    words >> word;
+    const int num_directions = to_int(word);
+    words >> word;
+    const int num_stages = to_int(word);
+    std::vector<StageLocation> locations;
+    while (words >> word) {
+      const std::size_t colon = word.find(':');
+      if (colon == std::string::npos) throw bad("expected <rank>:<slot>, got \"" + word + "\"");
+      locations.push_back({to_int(word.substr(0, colon)), to_int(word.substr(colon + 1))});
     }
-    throw std::invalid_argument("schedule text ends before \"" + key + "\"");
-  };
-  auto to_int = [&](const std::string& word) {
+    return Placement(num_ranks, num_directions, num_stages, std::move(locations));
+  }
+
+  // The ops of the next line, which must be "rank <rank>: <tokens...>".
+  Program program(int rank, const Placement& placement) {
+    const std::string key = "rank " + std::to_string(rank) + ":";
+    advance_before(key);
+    if (line_.rfind(key, 0) != 0) throw bad("expected \"" + key + " <tokens>\"");
+    std::istringstream words(line_.substr(key.size()));
+    Program program;
+    std::string token;
+    for (int i = 0; words >> token; ++i) {
+      if (token == "|") continue;
+      program.push_back(parse_token(token, rank, placement, i));
+    }
+    return program;
+  }
+
+  // Throws where a line other than a blank one or a comment is left.
+  void expect_end() {
+    if (next_line()) throw bad("unexpected line after the last rank");
+  }
+
+  int to_int(const std::string& word) const {
     std::size_t pos = 0;
     if (word.empty() || (!std::isdigit(static_cast<unsigned char>(word[0])) && word[0] != '-')) {
       throw bad("expected a number, got \"" + word + "\"");
@@ -349,53 +424,48 @@ Schedule parse_schedule_text(const std::string& text) {
     }
     if (pos != word.size()) throw bad("expected a number, got \"" + word + "\"");
     return value;
-  };
-
-  Schedule schedule;
-  schedule.name = header("schedule");
-  const int num_ranks = to_int(header("num_ranks"));
-  schedule.num_microbatches = to_int(header("num_microbatches"));
-  check_sizes(num_ranks, schedule.num_microbatches);
-  {
-    std::istringstream words(header("placement"));
-    std::string word;
-    words >> word;
-    const int num_directions = to_int(word);
-    words >> word;
-    const int num_stages = to_int(word);
-    std::vector<StageLocation> locations;
-    while (words >> word) {
-      std::size_t colon = word.find(':');
-      if (colon == std::string::npos) throw bad("expected <rank>:<slot>, got \"" + word + "\"");
-      locations.push_back({to_int(word.substr(0, colon)), to_int(word.substr(colon + 1))});
-    }
-    schedule.placement = Placement(num_ranks, num_directions, num_stages, std::move(locations));
   }
+
+ private:
+  std::invalid_argument bad(const std::string& why) const {
+    return std::invalid_argument("schedule text line " + std::to_string(line_number_) + ": " + why +
+                                 " (\"" + line_ + "\")");
+  }
+
+  // Moves to the next line that is neither blank nor a comment; false where there is none.
+  bool next_line() {
+    while (std::getline(in_, line_)) {
+      ++line_number_;
+      if (!line_.empty() && line_[0] != '#') return true;
+    }
+    return false;
+  }
+
+  // next_line(), or an error saying that the text ends before `what`.
+  void advance_before(const std::string& what) {
+    if (!next_line()) throw std::invalid_argument("schedule text ends before \"" + what + "\"");
+  }
+
+  std::istringstream in_;
+  std::string line_;
+  int line_number_ = 0;
+};
+
+}  // namespace
+
+Schedule parse_schedule_text(const std::string& text) {
+  TextReader reader(text);
+  Schedule schedule;
+  schedule.name = reader.header("schedule");
+  const int num_ranks = reader.to_int(reader.header("num_ranks"));
+  schedule.num_microbatches = reader.to_int(reader.header("num_microbatches"));
+  check_sizes(num_ranks, schedule.num_microbatches);
+  schedule.placement = reader.placement(num_ranks);
   schedule.programs.resize(num_ranks);
   for (int rank = 0; rank < num_ranks; ++rank) {
-    const std::string key = "rank " + std::to_string(rank) + ":";
-    std::string tokens;
-    while (true) {
-      if (!std::getline(in, line)) {
-        throw std::invalid_argument("schedule text ends before \"" + key + "\"");
-      }
-      ++line_number;
-      if (line.empty() || line[0] == '#') continue;
-      if (line.rfind(key, 0) != 0) throw bad("expected \"" + key + " <tokens>\"");
-      tokens = line.substr(key.size());
-      break;
-    }
-    std::istringstream words(tokens);
-    std::string token;
-    for (int i = 0; words >> token; ++i) {
-      if (token == "|") continue;
-      schedule.programs[rank].push_back(parse_token(token, rank, schedule.placement, i));
-    }
+    schedule.programs[rank] = reader.program(rank, schedule.placement);
   }
-  while (std::getline(in, line)) {
-    ++line_number;
-    if (!line.empty() && line[0] != '#') throw bad("unexpected line after the last rank");
-  }
+  reader.expect_end();
   return schedule;
 }
 

@@ -324,6 +324,27 @@ TEST(ExpertPlacementTest, MoveExpertsRejectsABadMapBeforeCommunicating) {
   EXPECT_EQ(layer->physical_to_logical(), (std::vector<int>{0, 1, 2, 3}));
 }
 
+std::string move_error(MoELayerImpl& layer, const std::vector<std::vector<int>>& new_maps,
+                       const CompanionTensors& companions) {
+  try {
+    move_experts({&layer}, new_maps, companions, kNoGroup, kTimeout);
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(ExpertPlacementTest, MoveExpertsNamesWhatDoesNotFit) {
+  MoELayer layer(with_redundant(0));
+  EXPECT_EQ(move_error(*layer, {}, nullptr), "move_experts got 0 placements for 1 layers");
+  const at::Tensor parameter = layer->local_expert(0).parameters().front();
+  EXPECT_EQ(move_error(*layer, {{3, 1, 0, 2}},
+                       [](const at::Tensor&) { return std::vector<at::Tensor>{at::zeros({1})}; }),
+            "move_experts: a companion tensor of shape [1] for an expert parameter of shape " +
+                c10::str(parameter.sizes()));
+  EXPECT_EQ(layer->physical_to_logical(), (std::vector<int>{0, 1, 2, 3}));
+}
+
 // The layer's routing realises the balance EPLB plans: rows each EP rank receives for a skewed
 // routing, trivial placement vs the planned one with 4 redundant experts over 4 EP ranks.
 TEST(ExpertPlacementTest, RoutingRealisesThePlannedBalance) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -201,6 +202,45 @@ TEST(SerializeTest, MalformedTextNamesRankPositionAndToken) {
   EXPECT_THROW(parse_schedule_text("schedule x\nnum_ranks two\n"), std::invalid_argument);
   EXPECT_THROW(parse_schedule_text(text + "rank 2: F0.0\n"), std::invalid_argument);
   EXPECT_THROW(parse_schedule_text(text.substr(0, text.find("rank 1"))), std::invalid_argument);
+}
+
+std::string error_of(const std::function<void()>& parse) {
+  try {
+    parse();
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// The whole messages, so that a change to the readers cannot change what users see unnoticed.
+TEST(SerializeTest, ErrorMessagesAreExact) {
+  const Placement dualpipe = Placement::bidirectional(4);
+  const Placement one_per_rank = Placement::round_robin(4, 4);
+  EXPECT_EQ(error_of([&] { parse_token("F0.0", 4, dualpipe, 7); }),
+            "rank 4, token 7 \"F0.0\": no such rank, num_ranks=4");
+  EXPECT_EQ(error_of([&] { parse_token("FB0.1/2.2", 2, dualpipe); }),
+            "rank 2 \"FB0.1/2.2\": rank has no slot 2 (it has 2)");
+  EXPECT_EQ(error_of([&] { parse_token("B0.5zz", 2, dualpipe, 7); }),
+            "rank 2, token 7 \"B0.5zz\": expected F<slot>.<m>, B<slot>.<m>[z], W<slot>.<m>, "
+            "FB<slot>.<m>/<slot>.<m>, or sF/rF/sB/rB<slot>.<m>@<peer>");
+  EXPECT_EQ(error_of([&] { parse_token("rB0.0@9", 2, dualpipe, 7); }),
+            "rank 2, token 7 \"rB0.0@9\": no peer rank 9, num_ranks=4");
+  EXPECT_EQ(error_of([&] { parse_token("rF0.0@1", 0, one_per_rank); }),
+            "rank 0 \"rF0.0@1\": stage 0 of direction 0 has no previous stage to receive from");
+
+  const std::string head = "schedule x\nnum_ranks 1\nnum_microbatches 1\n";
+  EXPECT_EQ(error_of([&] { parse_schedule_text("schedule x\nnum_ranks 99999999999\n"); }),
+            "schedule text line 2: number out of range: \"99999999999\" (\"num_ranks "
+            "99999999999\")");
+  EXPECT_EQ(error_of([&] { parse_schedule_text(head + "placement 1 1 0-0\nrank 0: F0.0\n"); }),
+            "schedule text line 4: expected <rank>:<slot>, got \"0-0\" (\"placement 1 1 0-0\")");
+  EXPECT_EQ(error_of([&] { parse_schedule_text(head + "placement 1 1 0:0\nrank 1: F0.0\n"); }),
+            "schedule text line 5: expected \"rank 0: <tokens>\" (\"rank 1: F0.0\")");
+  EXPECT_EQ(error_of([&] { parse_schedule_text(head + "placement 1 1 0:0\n# only a comment\n"); }),
+            "schedule text ends before \"rank 0:\"");
+  EXPECT_EQ(error_of([&] { parse_schedule_text(head + "placement 1 1 0:0\nrank 0: F0.0\n\nx\n"); }),
+            "schedule text line 7: unexpected line after the last rank (\"x\")");
 }
 
 }  // namespace
