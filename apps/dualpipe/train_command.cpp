@@ -2,9 +2,11 @@
 // Without a launcher around it, it re-executes itself as num_ranks * ep local ranks
 // (runtime::launch_local); each rank then runs train::train_rank.
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +15,7 @@
 #include "dualpipe/runtime/launcher.h"
 #include "dualpipe/runtime/rendezvous.h"
 #include "dualpipe/train/checkpoint.h"
+#include "dualpipe/train/run_lock.h"
 #include "dualpipe/train/train_config.h"
 #include "dualpipe/train/trainer.h"
 
@@ -36,6 +39,9 @@ std::vector<std::string> own_arguments() {
   if (!args.empty()) args.erase(args.begin());
   return args;
 }
+
+// Set by the launching process for the ranks it starts: it holds the run folder's lock for them.
+constexpr const char* kRunFolderLockedEnv = "DUALPIPE_RUN_FOLDER_LOCKED";
 
 struct TrainOptions {
   train::TrainConfig cli;  // values as given on the command line
@@ -91,6 +97,47 @@ int run_rank(const TrainOptions& o) {
   return result.outcome == train::RunOutcome::kNonFinite ? 3 : 0;
 }
 
+// Starts the job's ranks (or, for one rank, runs it here) while this process holds the run
+// folder's lock. Temporary files left by a killed job are removed first, and those of this job's
+// failed writes after it failed: no process of the job writes then.
+int launch_job(const TrainOptions& o) {
+  // NOTE: the config is checked first, so a bad command line creates no run folder.
+  const train::TrainConfig config = resolve_config(o);
+  const std::string& run_dir = config.run_dir;
+  const train::RunFolderLock lock(run_dir);
+  train::remove_temporary_files(run_dir);
+  if (!o.resume_dir.empty()) {
+    if (!train::has_checkpoint(o.resume_dir)) {
+      throw std::invalid_argument("--resume " + o.resume_dir + ": no checkpoint there");
+    }
+    train::verify_checkpoint_files(o.resume_dir, train::read_latest_checkpoint(o.resume_dir),
+                                   std::cerr);
+  }
+  const int world = config.num_ranks * config.ep;
+  int code = 1;
+  try {
+    if (world == 1) {
+      code = run_rank(o);
+    } else {
+      runtime::LaunchOptions launch;
+      launch.num_ranks = world;
+      // NOTE: on Ctrl-C the ranks finish their step and write a checkpoint before exiting;
+      // the launcher must not SIGKILL them meanwhile.
+      launch.grace_period = std::chrono::milliseconds(120000);
+      launch.command = {"/proc/self/exe"};
+      for (const std::string& arg : own_arguments()) launch.command.push_back(arg);
+      launch.extra_env.emplace_back(kRunFolderLockedEnv, lock.path());
+      std::cout << "dualpipe train: starting " << world << " local ranks\n" << std::flush;
+      code = runtime::launch_local(launch);
+    }
+  } catch (...) {
+    train::remove_temporary_files(run_dir);
+    throw;
+  }
+  if (code != 0) train::remove_temporary_files(run_dir);
+  return code;
+}
+
 }  // namespace
 
 Command add_train_command(CLI::App& app) {
@@ -142,22 +189,18 @@ Command add_train_command(CLI::App& app) {
   return {sub, [o] {
             const runtime::DistributedEnv env =
                 runtime::detect_distributed_env(runtime::current_environment());
-            if (env.world_size > 1 || env.launcher == "dualpipe launch") return run_rank(*o);
-            const train::TrainConfig config = resolve_config(*o);
-            if (!o->resume_dir.empty() && !train::has_checkpoint(o->resume_dir)) {
-              throw std::invalid_argument("--resume " + o->resume_dir + ": no checkpoint there");
+            const bool launched = env.world_size > 1 || env.launcher == "dualpipe launch";
+            if (!launched) return launch_job(*o);
+            if (std::getenv(kRunFolderLockedEnv) != nullptr) return run_rank(*o);
+            // Ranks started by another launcher (torchrun, mpirun, `dualpipe launch`): world
+            // rank 0 holds the lock for its life; a second job's rank 0 fails before rendezvous.
+            std::optional<train::RunFolderLock> lock;
+            if (env.rank == 0) {
+              const std::string run_dir = resolve_config(*o).run_dir;
+              lock.emplace(run_dir);
+              train::remove_temporary_files(run_dir);
             }
-            const int world = config.num_ranks * config.ep;
-            if (world == 1) return run_rank(*o);
-            runtime::LaunchOptions launch;
-            launch.num_ranks = world;
-            // NOTE: on Ctrl-C the ranks finish their step and write a checkpoint before exiting;
-            // the launcher must not SIGKILL them meanwhile.
-            launch.grace_period = std::chrono::milliseconds(120000);
-            launch.command = {"/proc/self/exe"};
-            for (const std::string& arg : own_arguments()) launch.command.push_back(arg);
-            std::cout << "dualpipe train: starting " << world << " local ranks\n" << std::flush;
-            return runtime::launch_local(launch);
+            return run_rank(*o);
           }};
 }
 

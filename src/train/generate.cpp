@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <iostream>
 #include <set>
 #include <stdexcept>
 
@@ -25,9 +26,10 @@ LoadedModel load_model(const std::string& run_dir) {
     throw std::invalid_argument("generate reads runs with ep=1 only; " + run_dir +
                                 " used ep=" + std::to_string(model.config.ep));
   }
+  verify_checkpoint_files(run_dir, manifest, std::cerr);
   NamedTensors all;
-  for (const std::string& file : manifest.files) {
-    NamedTensors t = load_tensors((std::filesystem::path(run_dir) / file).string());
+  for (int rank = 0; rank < manifest.num_ranks; ++rank) {
+    NamedTensors t = load_rank_file(run_dir, manifest, rank);
     all.insert(t.begin(), t.end());  // two copies of a DualPipe stage are equal: keep either
   }
   for (int s = 0; s < model.config.num_stages(); ++s) {

@@ -1,7 +1,9 @@
 #include "dualpipe/train/metrics.h"
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -38,12 +40,29 @@ std::string csv_row(const StepMetrics& m) {
 
 void open_or_throw(std::ofstream& out, const fs::path& path) {
   out.open(path, std::ios::trunc);
-  if (!out) throw std::runtime_error("cannot write metrics file " + path.string());
+  if (!out) {
+    throw std::runtime_error("cannot write metrics file " + path.string() + ": " +
+                             std::strerror(errno));
+  }
+}
+
+// Flushes `out` and throws naming `path` when any write to it since it was opened failed (a full
+// disk: ENOSPC), so a run never trains on without its metrics.
+void flush_or_throw(std::ofstream& out, const std::string& path) {
+  errno = 0;
+  out.flush();
+  if (!out) {
+    const int error = errno;
+    throw std::runtime_error("cannot write metrics file " + path + ": " +
+                             (error != 0 ? std::strerror(error) : "write failed"));
+  }
 }
 
 }  // namespace
 
-MetricsWriter::MetricsWriter(const std::string& run_dir, int keep_through_step) {
+MetricsWriter::MetricsWriter(const std::string& run_dir, int keep_through_step)
+    : csv_path_((fs::path(run_dir) / "metrics.csv").string()),
+      jsonl_path_((fs::path(run_dir) / "metrics.jsonl").string()) {
   fs::create_directories(run_dir);
   std::vector<StepMetrics> kept;
   if (keep_through_step > 0) {
@@ -51,27 +70,34 @@ MetricsWriter::MetricsWriter(const std::string& run_dir, int keep_through_step) 
       if (m.step <= keep_through_step) kept.push_back(m);
     }
   }
-  open_or_throw(csv_, fs::path(run_dir) / "metrics.csv");
-  open_or_throw(jsonl_, fs::path(run_dir) / "metrics.jsonl");
+  open_or_throw(csv_, csv_path_);
+  open_or_throw(jsonl_, jsonl_path_);
   csv_ << kCsvHeader << "\n";
   for (const StepMetrics& m : kept) {
     csv_ << csv_row(m) << "\n";
     jsonl_ << to_json(m).dump() << "\n";
   }
-  csv_.flush();
-  jsonl_.flush();
+  flush_or_throw(csv_, csv_path_);
+  flush_or_throw(jsonl_, jsonl_path_);
 }
 
 void MetricsWriter::write(const StepMetrics& m) {
   csv_ << csv_row(m) << "\n";
   jsonl_ << to_json(m).dump() << "\n";
-  csv_.flush();
-  jsonl_.flush();
+  flush_or_throw(csv_, csv_path_);
+  flush_or_throw(jsonl_, jsonl_path_);
 }
 
 std::vector<StepMetrics> read_metrics(const std::string& run_dir) {
   std::vector<StepMetrics> rows;
-  std::ifstream in(fs::path(run_dir) / "metrics.jsonl");
+  const fs::path path = fs::path(run_dir) / "metrics.jsonl";
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return rows;
+  // NOTE: a device (a link to /dev/zero or /dev/full) would be read without end.
+  if (!fs::is_regular_file(path, ec)) {
+    throw std::runtime_error("metrics file " + path.string() + " is not a regular file");
+  }
+  std::ifstream in(path);
   std::string line;
   while (std::getline(in, line)) {
     if (line.empty()) continue;

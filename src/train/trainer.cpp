@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -204,7 +205,9 @@ class Trainer {
   void record_step(int step, double loss, double step_seconds, bool stopping);
   double evaluate();
   void save_checkpoint(int step);
-  Manifest checkpoint_manifest(int step) const;
+  Manifest checkpoint_manifest(int step, const std::vector<FileDigest>& digests) const;
+  // Every rank's digest, from each rank's own (collective).
+  std::vector<FileDigest> gather_digests(const FileDigest& mine);
   void barrier();
   // Leader, after the last step: pictures, summary.json and the printed summary.
   void summarise();
@@ -301,8 +304,7 @@ RunResult Trainer::run() {
 void Trainer::resume() {
   const Manifest manifest = read_latest_checkpoint(config_.run_dir);
   check_checkpoint_fits(manifest);
-  const NamedTensors tensors =
-      load_tensors((fs::path(config_.run_dir) / manifest.files[context_.env.rank]).string());
+  const NamedTensors tensors = load_rank_file(config_.run_dir, manifest, context_.env.rank);
   for (std::size_t slot = 0; slot < model_.stages.size(); ++slot) {
     load_stage_state(*model_.stages[slot], model_.stage_of_slot[slot], tensors);
   }
@@ -495,14 +497,30 @@ void Trainer::save_checkpoint(int step) {
   NamedTensors tensors = model_state(model_);
   model_.optimizer.save_state(tensors, "opt.");
   balancer_.save_counts(tensors);
-  save_tensors((fs::path(config_.run_dir) / rank_file_name(step, context_.env.rank)).string(),
-               tensors);
-  barrier();  // every rank's file is on disk before the manifest names it
-  if (leader_) commit_checkpoint(config_.run_dir, checkpoint_manifest(step));
+  const FileDigest digest = save_tensors(
+      (fs::path(config_.run_dir) / rank_file_name(step, context_.env.rank)).string(), tensors);
+  // NOTE: also the barrier that puts every rank's file on disk before the manifest names it.
+  const std::vector<FileDigest> digests = gather_digests(digest);
+  if (leader_) commit_checkpoint(config_.run_dir, checkpoint_manifest(step, digests));
   barrier();
 }
 
-Manifest Trainer::checkpoint_manifest(int step) const {
+std::vector<FileDigest> Trainer::gather_digests(const FileDigest& mine) {
+  // A sum of one non-zero slot per rank moves each rank's two 64-bit words exactly.
+  at::Tensor slots = at::zeros({2 * world_size_}, at::kLong);
+  int64_t* data = slots.data_ptr<int64_t>();
+  data[2 * context_.env.rank] = static_cast<int64_t>(mine.bytes);
+  std::memcpy(&data[2 * context_.env.rank + 1], &mine.fnv1a64, sizeof(int64_t));
+  allreduce_sum(context_.world, slots, timeout_);
+  std::vector<FileDigest> digests(static_cast<std::size_t>(world_size_));
+  for (int r = 0; r < world_size_; ++r) {
+    digests[r].bytes = static_cast<std::uint64_t>(data[2 * r]);
+    std::memcpy(&digests[r].fnv1a64, &data[2 * r + 1], sizeof(int64_t));
+  }
+  return digests;
+}
+
+Manifest Trainer::checkpoint_manifest(int step, const std::vector<FileDigest>& digests) const {
   Manifest m;
   m.step = step;
   m.num_ranks = world_size_;
@@ -510,6 +528,7 @@ Manifest Trainer::checkpoint_manifest(int step) const {
   m.config_hash = config_hash_;
   m.dir = checkpoint_dir_name(step);
   for (int r = 0; r < world_size_; ++r) m.files.push_back(rank_file_name(step, r));
+  m.file_digests = digests;
   m.data_position = data_.loader.position();
   m.data_seed = data_.loader.seed();
   m.config = to_json(config_);

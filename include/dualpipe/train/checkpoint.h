@@ -7,12 +7,21 @@
 // Every file is written atomically (temporary file, fsync, rename), and checkpoint.json is
 // written last, after every rank's file: a run killed at any moment leaves the previous
 // checkpoint.json pointing at a complete checkpoint.
+//
+// Integrity: the manifest records each rank file's size and FNV-1a 64-bit checksum, and both are
+// checked before a file is loaded. This catches corruption (a flipped byte, a truncated or
+// overwritten file), not tampering: anyone who can edit a file can edit the manifest too. A
+// manifest is also checked for what it may name: its step (an integer >= 0, at most the run's
+// steps) and the files of exactly that step's folder, so a forged manifest cannot make dualpipe
+// open a file outside the run folder. Manifests written before checksums existed are loaded
+// with a warning.
 
 #include <ATen/Tensor.h>
 
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -21,22 +30,43 @@ namespace dualpipe::train {
 using NamedTensors = std::map<std::string, at::Tensor>;
 
 // Writes `bytes` to `path` through `path`.tmp.<pid> + fsync + rename, creating parent folders.
-// Throws std::runtime_error naming the path and errno text on failure.
+// Throws std::runtime_error naming the path and errno text on failure (a full disk: "No space
+// left on device"), after removing the temporary file.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
-// Serialises `tensors` (CPU copies) with torch::serialize and writes them atomically.
-void save_tensors(const std::string& path, const NamedTensors& tensors);
+// Removes the temporary files (`*.tmp.<pid>`) of write_file_atomic calls that never finished
+// (their process was killed) in `run_dir` and its checkpoint folders. Call only while holding
+// the run folder's lock (run_lock.h), when no process of the job is writing.
+void remove_temporary_files(const std::string& run_dir);
+
+// What a rank file should be: its size and its FNV-1a 64-bit checksum.
+struct FileDigest {
+  std::uint64_t bytes = 0;
+  std::uint64_t fnv1a64 = 0;
+  bool operator==(const FileDigest& other) const {
+    return bytes == other.bytes && fnv1a64 == other.fnv1a64;
+  }
+};
+FileDigest digest_of(const std::string& bytes);
+
+// Serialises `tensors` (CPU copies) with torch::serialize and writes them atomically; returns
+// the digest of the bytes written.
+FileDigest save_tensors(const std::string& path, const NamedTensors& tensors);
 // Reads what save_tensors() wrote. Throws std::runtime_error naming the file when it is missing
-// or unreadable.
+// or unreadable (one line, no C++ backtrace), or, given `expected`, when its size or checksum
+// differs from it ("... has 100 bytes, expected 200"); the bytes checked are the bytes loaded.
 NamedTensors load_tensors(const std::string& path);
+NamedTensors load_tensors(const std::string& path, const FileDigest& expected);
 
 struct Manifest {
   int step = 0;  // optimiser steps done
   int num_ranks = 0;
   std::string schedule;
   std::string config_hash;
-  std::string dir;                  // the step folder, relative to the run folder
-  std::vector<std::string> files;   // rank files, relative to the run folder, index = rank
+  std::string dir;                 // the step folder, relative to the run folder
+  std::vector<std::string> files;  // rank files, relative to the run folder, index = rank
+  // files[r]'s size and checksum; empty in manifests written before checksums existed.
+  std::vector<FileDigest> file_digests;
   std::uint64_t data_position = 0;  // DataLoader::position() after `step` steps
   std::uint64_t data_seed = 0;
   nlohmann::json config;  // the run's TrainConfig (to_json)
@@ -47,7 +77,10 @@ struct Manifest {
 };
 
 nlohmann::json to_json(const Manifest& manifest);
-// Throws std::invalid_argument naming a missing or mistyped key.
+// Throws std::invalid_argument naming a missing or mistyped key, a step that is not an integer
+// >= 0 or beyond config.steps, a `dir` or `files` entry other than that step's folder and rank
+// files (checkpoint_dir_name, rank_file_name: nothing absolute, no "..", nothing outside the run
+// folder), or as many digests or num_ranks as files.
 Manifest manifest_from_json(const nlohmann::json& json);
 
 // "checkpoints/step-000100".
@@ -61,8 +94,17 @@ std::string rank_file_name(int step, int rank);
 void commit_checkpoint(const std::string& run_dir, const Manifest& manifest, int keep = 2);
 
 // The latest committed checkpoint of `run_dir`, or throws std::invalid_argument naming the
-// folder when it has none (no checkpoint.json) or the manifest names a missing rank file.
+// folder when it has none (no checkpoint.json), when the manifest is malformed or forged (see
+// manifest_from_json) or names a missing rank file. Reads only the manifest; see
+// verify_checkpoint_files and load_rank_file for the rank files' contents.
 Manifest read_latest_checkpoint(const std::string& run_dir);
+// Checks every rank file of `manifest` against its recorded size and checksum; throws
+// std::runtime_error naming the first file that is missing or differs, with expected and actual
+// values. A manifest without digests (older dualpipe) passes with a warning on `warnings`.
+void verify_checkpoint_files(const std::string& run_dir, const Manifest& manifest,
+                             std::ostream& warnings);
+// Loads rank `rank`'s file of `manifest`, checked against its digest when the manifest has one.
+NamedTensors load_rank_file(const std::string& run_dir, const Manifest& manifest, int rank);
 // Whether `run_dir` has a committed checkpoint.
 bool has_checkpoint(const std::string& run_dir);
 

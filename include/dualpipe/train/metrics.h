@@ -25,15 +25,19 @@ class MetricsWriter {
   // step once; keep_through_step = 0 starts afresh. Throws std::runtime_error naming the file
   // when it cannot be written.
   MetricsWriter(const std::string& run_dir, int keep_through_step);
-  // Writes and flushes one row to each file.
+  // Writes and flushes one row to each file. Throws std::runtime_error naming the file and the
+  // error (e.g. "No space left on device") when a write fails.
   void write(const StepMetrics& metrics);
 
  private:
+  std::string csv_path_;
+  std::string jsonl_path_;
   std::ofstream csv_;
   std::ofstream jsonl_;
 };
 
-// Reads metrics.jsonl back (all rows, in file order). Missing file: empty.
+// Reads metrics.jsonl back (all rows, in file order). Missing file: empty; not a regular file
+// (a device): throws std::runtime_error.
 std::vector<StepMetrics> read_metrics(const std::string& run_dir);
 
 // "1h02m", "3m05s", "12.3s".
