@@ -12,6 +12,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "dualpipe/read_file.h"
+
 namespace dualpipe::train {
 namespace {
 
@@ -29,11 +31,7 @@ void fsync_path(const std::string& path, int flags) {
 }
 
 std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::invalid_argument("cannot read " + path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+  return read_file_bounded(path, "checkpoint file " + path);
 }
 
 template <typename T>
