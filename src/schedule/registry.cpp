@@ -77,9 +77,18 @@ Schedule build_schedule(const std::string& name, int num_ranks, int num_microbat
   check_size_limits(num_ranks, num_microbatches);
   const ScheduleFacts facts = schedule_facts(name);
   if (!facts.accepts(num_ranks, num_microbatches)) {
-    std::string message = "schedule \"" + name + "\" accepts " + facts.accepted_sizes(num_ranks) +
-                          ", got num_ranks=" + std::to_string(num_ranks) +
-                          ", num_microbatches=" + std::to_string(num_microbatches);
+    // NOTE: the builder's own message first (callers match on it), then what is accepted.
+    std::string message;
+    try {
+      entry.build(num_ranks, num_microbatches);
+    } catch (const std::invalid_argument& e) {
+      message = std::string(e.what()) + "; ";
+    }
+    message += "schedule \"" + name + "\" accepts " + facts.accepted_sizes(num_ranks);
+    if (message.find(", got ") == std::string::npos) {
+      message += ", got num_ranks=" + std::to_string(num_ranks) +
+                 ", num_microbatches=" + std::to_string(num_microbatches);
+    }
     const int nearest = facts.smallest_microbatches(num_ranks, num_microbatches);
     if (nearest > 0) message += " (num_microbatches=" + std::to_string(nearest) + " would do)";
     throw std::invalid_argument(message);
