@@ -13,6 +13,7 @@
 #include "command.h"
 #include "dualpipe/eplb/load_file.h"
 #include "dualpipe/eplb/rebalance.h"
+#include "dualpipe/read_file.h"
 
 namespace dualpipe::cli {
 namespace {
@@ -28,14 +29,8 @@ struct EplbOptions {
 };
 
 std::string read_input(const std::string& path) {
-  if (path == "-") {
-    return {std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()};
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open load file '" + path + "'");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
+  if (path == "-") return read_stream_bounded(std::cin, "load file on stdin");
+  return read_file_bounded(path, "load file '" + path + "'");
 }
 
 double mean(const std::vector<double>& v) {
@@ -117,10 +112,17 @@ Command add_eplb_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("-r,--replicas", options->num_replicas,
                   "Physical experts per layer (a multiple of --gpus, >= experts)")
-      ->required();
-  sub->add_option("-g,--groups", options->num_groups, "Expert groups")->capture_default_str();
-  sub->add_option("-n,--nodes", options->num_nodes, "Server nodes")->capture_default_str();
-  sub->add_option("--gpus", options->num_gpus, "GPUs (a multiple of --nodes)")->required();
+      ->required()
+      ->check(integer_in_range<int>());
+  sub->add_option("-g,--groups", options->num_groups, "Expert groups")
+      ->capture_default_str()
+      ->check(integer_in_range<int>());
+  sub->add_option("-n,--nodes", options->num_nodes, "Server nodes")
+      ->capture_default_str()
+      ->check(integer_in_range<int>());
+  sub->add_option("--gpus", options->num_gpus, "GPUs (a multiple of --nodes)")
+      ->required()
+      ->check(integer_in_range<int>());
   sub->add_option("-o,--output", options->output,
                   "text: table and imbalance; json: one JSON line; both: table, then JSON")
       ->check(CLI::IsMember({"text", "json", "both"}))

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "command.h"
+#include "dualpipe/read_file.h"
 #include "dualpipe/schedule/registry.h"
 #include "dualpipe/schedule/serialize.h"
 #include "dualpipe/schedule/validator.h"
@@ -37,14 +38,6 @@ struct SimOptions {
   std::string trace;
 };
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open schedule file '" + path + "'");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 void write_file(const std::string& path, const std::string& content) {
   std::ofstream out(path, std::ios::binary);
   if (!out || !(out << content) || !out.flush()) {
@@ -54,7 +47,7 @@ void write_file(const std::string& path, const std::string& content) {
 
 // JSON when the file starts with '{' (to_json or an oracle file), else the text form.
 schedule::Schedule load_schedule(const std::string& path) {
-  std::string text = read_file(path);
+  std::string text = read_file_bounded(path, "schedule file '" + path + "'");
   std::size_t first = text.find_first_not_of(" \t\r\n");
   try {
     if (first != std::string::npos && text[first] == '{')
@@ -238,10 +231,13 @@ Command add_sim_command(CLI::App& app) {
   sub->add_option("--schedule", options->schedule,
                   "Schedule to build: dualpipe, dualpipev, 1f1b, zb1p, gpipe")
       ->capture_default_str();
-  sub->add_option("--ranks", options->ranks, "Pipeline ranks")->capture_default_str();
+  sub->add_option("--ranks", options->ranks, "Pipeline ranks")
+      ->capture_default_str()
+      ->check(integer_in_range<int>());
   sub->add_option("--microbatches", options->microbatches,
                   "Micro-batches (total over both directions for dualpipe)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in_range<int>());
   sub->add_option("--costs", options->costs,
                   "Op costs over the defaults F=1,B=2,W=1,FB=3,comm=0 (a Bz costs B-W; "
                   "scale=k0:k1:... multiplies each stage)");

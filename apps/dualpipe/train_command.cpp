@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,7 +15,9 @@
 #include "dualpipe/runtime/distributed_env.h"
 #include "dualpipe/runtime/launcher.h"
 #include "dualpipe/runtime/rendezvous.h"
+#include "dualpipe/schedule/registry.h"
 #include "dualpipe/train/checkpoint.h"
+#include "dualpipe/train/memory_estimate.h"
 #include "dualpipe/train/run_lock.h"
 #include "dualpipe/train/train_config.h"
 #include "dualpipe/train/trainer.h"
@@ -59,13 +62,19 @@ template <typename T>
 void add(CLI::App* sub, TrainOptions& o, const std::string& flags, ConfigField<T> field,
          const std::string& help) {
   CLI::Option* opt = sub->add_option(flags, o.cli.*field, help)->capture_default_str();
+  if constexpr (std::is_integral_v<T>) opt->check(integer_in_range<T>());
   TrainOptions* self = &o;
   o.overrides.emplace_back(opt,
                            [self, field](train::TrainConfig& c) { c.*field = self->cli.*field; });
 }
 
+// NOTE: the default num_layers depends on the schedule and the ranks (dualpipev cuts 4 ranks
+// into 8 stages); this marks it unset until a file, a checkpoint or --layers sets it.
+constexpr int kLayersUnset = std::numeric_limits<int>::min();
+
 train::TrainConfig resolve_config(const TrainOptions& o) {
   train::TrainConfig config;
+  config.num_layers = kLayersUnset;
   if (!o.config_file.empty()) config = train::load_config_file(o.config_file, config);
   if (!o.resume_dir.empty()) {
     nlohmann::json saved = train::read_latest_checkpoint(o.resume_dir).config;
@@ -77,6 +86,7 @@ train::TrainConfig resolve_config(const TrainOptions& o) {
     if (opt->count() > 0) set(config);
   }
   if (!o.resume_dir.empty()) config.run_dir = o.resume_dir;
+  if (config.num_layers == kLayersUnset) config.num_layers = train::default_num_layers(config);
   config.validate();
   return config;
 }
@@ -103,6 +113,7 @@ int run_rank(const TrainOptions& o) {
 int launch_job(const TrainOptions& o) {
   // NOTE: the config is checked first, so a bad command line creates no run folder.
   const train::TrainConfig config = resolve_config(o);
+  train::check_memory_fits(config, train::available_memory_bytes());
   const std::string& run_dir = config.run_dir;
   const train::RunFolderLock lock(run_dir);
   train::remove_temporary_files(run_dir);
@@ -151,12 +162,16 @@ Command add_train_command(CLI::App& app) {
                   "\"hidden_size\"); the command line overrides it");
   sub->add_option("--resume", o->resume_dir,
                   "Continue the run in this folder from its latest checkpoint");
-  add(sub, *o, "--schedule", &train::TrainConfig::schedule,
-      "Pipeline schedule: dualpipe, dualpipev, 1f1b, zb1p, gpipe");
+  std::string names;
+  for (const std::string& name : schedule::schedule_names()) {
+    names += (names.empty() ? "" : ", ") + name;
+  }
+  add(sub, *o, "--schedule", &train::TrainConfig::schedule, "Pipeline schedule: " + names);
   add(sub, *o, "--ranks,--num-ranks", &train::TrainConfig::num_ranks, "Pipeline ranks");
   add(sub, *o, "--ep", &train::TrainConfig::ep, "Expert-parallel ranks per pipeline rank");
   add(sub, *o, "--layers", &train::TrainConfig::num_layers,
-      "Decoder layers (a multiple of the number of stages)");
+      "Decoder layers, a multiple of the number of stages (default: 4, or the smallest multiple "
+      "of the stages above it, e.g. 8 for dualpipev on 4 ranks)");
   add(sub, *o, "--hidden", &train::TrainConfig::hidden_size, "Hidden size");
   add(sub, *o, "--heads", &train::TrainConfig::num_heads, "Attention heads");
   add(sub, *o, "--experts", &train::TrainConfig::num_experts, "Routed experts per layer");

@@ -5,10 +5,18 @@
 #include <cmath>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <stdexcept>
+#include <vector>
 
 namespace dualpipe::eplb {
 namespace {
+
+std::string format_load(double value) {
+  std::ostringstream out;
+  out << value;
+  return out.str();
+}
 
 void check_matrix(const LoadMatrix& m, const char* format) {
   if (m.empty()) throw std::invalid_argument(std::string(format) + " loads: no layers found");
@@ -19,11 +27,11 @@ void check_matrix(const LoadMatrix& m, const char* format) {
                                   " experts, layer 0 has " + std::to_string(m.front().size()));
     }
     for (size_t e = 0; e < m[layer].size(); ++e) {
-      if (!std::isfinite(m[layer][e]) || m[layer][e] < 0) {
+      if (!std::isfinite(m[layer][e]) || m[layer][e] < 0 || m[layer][e] > kMaxLoad) {
         throw std::invalid_argument(std::string(format) + " loads: layer " + std::to_string(layer) +
                                     ", expert " + std::to_string(e) + " has load " +
-                                    std::to_string(m[layer][e]) +
-                                    ", loads must be finite and >= 0");
+                                    format_load(m[layer][e]) +
+                                    ", loads must be finite, >= 0 and <= 1e15");
       }
     }
   }
@@ -33,7 +41,7 @@ LoadMatrix parse_json(std::string_view text) {
   nlohmann::json doc;
   try {
     doc = nlohmann::json::parse(text.begin(), text.end());
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for 1e400
     throw std::invalid_argument(std::string("JSON loads: ") + e.what());
   }
   if (doc.is_object()) {
@@ -82,6 +90,19 @@ bool parse_number(std::string_view field, double& value) {
   return end == s.c_str() + s.size() && errno == 0;
 }
 
+// The fields of one CSV line, trimmed.
+std::vector<std::string_view> split_fields(std::string_view line) {
+  std::vector<std::string_view> fields;
+  while (true) {
+    const size_t comma = line.find(',');
+    fields.push_back(trim(line.substr(0, comma)));
+    if (comma == std::string_view::npos) return fields;
+    line.remove_prefix(comma + 1);
+  }
+}
+
+// NOTE: a first line is a header only when none of its fields is a number ("expert0,expert1"):
+// a data line with one bad field ("100,2,x,4") is an error, not a header to skip.
 LoadMatrix parse_csv(std::string_view text) {
   LoadMatrix m;
   int line_number = 0;
@@ -93,29 +114,32 @@ LoadMatrix parse_csv(std::string_view text) {
     text.remove_prefix(newline == std::string_view::npos ? text.size() : newline + 1);
     ++line_number;
     if (line.empty() || line.front() == '#') continue;
+    const std::vector<std::string_view> fields = split_fields(line);
     std::vector<double> row;
-    std::string_view rest = line;
-    bool numeric = true;
-    std::string bad;
-    while (true) {
-      const size_t comma = rest.find(',');
-      const std::string_view field = rest.substr(0, comma);
+    int bad_field = -1;
+    for (size_t f = 0; f < fields.size(); ++f) {
       double value = 0;
-      if (!parse_number(field, value)) {
-        numeric = false;
-        bad = std::string(trim(field));
-        break;
+      if (parse_number(fields[f], value)) {
+        row.push_back(value);
+      } else if (bad_field < 0) {
+        bad_field = static_cast<int>(f);
       }
-      row.push_back(value);
-      if (comma == std::string_view::npos) break;
-      rest.remove_prefix(comma + 1);
     }
-    const bool header = first_content_line && !numeric;
+    const bool header = first_content_line && row.empty();
     first_content_line = false;
     if (header) continue;
-    if (!numeric) {
-      throw std::invalid_argument("CSV loads, line " + std::to_string(line_number) +
-                                  ": expected a number, got \"" + bad + "\"");
+    auto where = [&](size_t f) {
+      return "CSV loads, line " + std::to_string(line_number) + ", field " + std::to_string(f + 1);
+    };
+    if (bad_field >= 0) {
+      throw std::invalid_argument(where(bad_field) + ": expected a number, got \"" +
+                                  std::string(fields[bad_field]) + "\"");
+    }
+    for (size_t f = 0; f < row.size(); ++f) {
+      if (!std::isfinite(row[f]) || row[f] < 0 || row[f] > kMaxLoad) {
+        throw std::invalid_argument(where(f) + ": load " + std::string(fields[f]) +
+                                    " is not a finite number in [0, 1e15]");
+      }
     }
     m.push_back(std::move(row));
   }

@@ -48,13 +48,22 @@ void check_sizes(const LoadMatrix& weight, int num_replicas, int num_groups, int
     }
     for (size_t expert = 0; expert < num_experts; ++expert) {
       const double w = weight[layer][expert];
-      if (!std::isfinite(w) || w < 0) {
-        throw size_error("loads must be finite and >= 0, got " + std::to_string(w) + " at layer " +
-                         std::to_string(layer) + ", expert " + std::to_string(expert));
+      if (!std::isfinite(w) || w < 0 || w > kMaxLoad) {
+        throw size_error("loads must be finite, >= 0 and <= 1e15, got " + std::to_string(w) +
+                         " at layer " + std::to_string(layer) + ", expert " +
+                         std::to_string(expert));
       }
     }
   }
   const int e = static_cast<int>(num_experts);
+  if (num_replicas > kMaxReplicas ||
+      static_cast<long long>(num_replicas) * static_cast<long long>(weight.size()) >
+          kMaxPlacementSlots) {
+    throw size_error("plan too large: num_replicas=" + std::to_string(num_replicas) + " for " +
+                     std::to_string(weight.size()) +
+                     " layers; accepted: num_replicas <= " + std::to_string(kMaxReplicas) +
+                     " and layers * num_replicas <= " + std::to_string(kMaxPlacementSlots));
+  }
   if (e % num_groups != 0) {
     throw size_error("num_groups must divide the number of experts, got num_experts=" +
                      std::to_string(e) + ", num_groups=" + std::to_string(num_groups));

@@ -1,5 +1,6 @@
 #include "dualpipe/schedule/registry.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "dualpipe/schedule/dualpipe.h"
@@ -59,8 +60,40 @@ std::vector<std::string> schedule_names() {
   return names;
 }
 
+void check_size_limits(int num_ranks, int num_microbatches) {
+  const long long product = static_cast<long long>(num_ranks) * num_microbatches;
+  if (num_ranks < 1 || num_ranks > kMaxRanks || num_microbatches < 0 ||
+      product > kMaxRankMicrobatches) {
+    throw std::invalid_argument(
+        "schedule sizes out of range: got num_ranks=" + std::to_string(num_ranks) +
+        ", num_microbatches=" + std::to_string(num_microbatches) +
+        "; accepted: 1 <= num_ranks <= " + std::to_string(kMaxRanks) +
+        " and num_ranks * num_microbatches <= " + std::to_string(kMaxRankMicrobatches));
+  }
+}
+
 Schedule build_schedule(const std::string& name, int num_ranks, int num_microbatches) {
-  return find_entry(name).build(num_ranks, num_microbatches);
+  const Entry& entry = find_entry(name);
+  check_size_limits(num_ranks, num_microbatches);
+  const ScheduleFacts facts = schedule_facts(name);
+  if (!facts.accepts(num_ranks, num_microbatches)) {
+    // NOTE: the builder's own message first (callers match on it), then what is accepted.
+    std::string message;
+    try {
+      entry.build(num_ranks, num_microbatches);
+    } catch (const std::invalid_argument& e) {
+      message = std::string(e.what()) + "; ";
+    }
+    message += "schedule \"" + name + "\" accepts " + facts.accepted_sizes(num_ranks);
+    if (message.find(", got ") == std::string::npos) {
+      message += ", got num_ranks=" + std::to_string(num_ranks) +
+                 ", num_microbatches=" + std::to_string(num_microbatches);
+    }
+    const int nearest = facts.smallest_microbatches(num_ranks, num_microbatches);
+    if (nearest > 0) message += " (num_microbatches=" + std::to_string(nearest) + " would do)";
+    throw std::invalid_argument(message);
+  }
+  return entry.build(num_ranks, num_microbatches);
 }
 
 ScheduleFacts schedule_facts(const std::string& name) {
@@ -82,6 +115,26 @@ bool ScheduleFacts::accepts(int num_ranks, int num_microbatches) const {
          num_microbatches >= min_microbatches_per_rank * num_ranks;
 }
 
+std::string ScheduleFacts::accepted_sizes(int num_ranks) const {
+  std::string text = "num_ranks a positive multiple of " + std::to_string(rank_multiple) +
+                     " and num_microbatches >= 1";
+  if (microbatch_multiple > 1) text += ", a multiple of " + std::to_string(microbatch_multiple);
+  if (min_microbatches_per_rank > 0) {
+    text += ", >= " + std::to_string(min_microbatches_per_rank) + " * num_ranks (" +
+            std::to_string(min_microbatches_per_rank * static_cast<long long>(num_ranks)) +
+            " for num_ranks=" + std::to_string(num_ranks) + ")";
+  }
+  return text;
+}
+
+int ScheduleFacts::smallest_microbatches(int num_ranks, int at_least) const {
+  if (num_ranks < rank_multiple || num_ranks % rank_multiple != 0) return -1;
+  long long m = std::max<long long>(
+      {1, at_least, static_cast<long long>(min_microbatches_per_rank) * num_ranks});
+  m = (m + microbatch_multiple - 1) / microbatch_multiple * microbatch_multiple;
+  return m > kMaxRankMicrobatches ? -1 : static_cast<int>(m);
+}
+
 PublishedFigures published_figures(const std::string& name, int num_ranks, int num_microbatches,
                                    const PublishedCosts& costs) {
   return find_entry(name).published(num_ranks, num_microbatches, costs);
@@ -89,6 +142,7 @@ PublishedFigures published_figures(const std::string& name, int num_ranks, int n
 
 Placement schedule_placement(const std::string& name, int num_ranks) {
   const Entry& entry = find_entry(name);
+  check_size_limits(num_ranks, 0);
   if (num_ranks < entry.rank_multiple || num_ranks % entry.rank_multiple != 0) {
     throw std::invalid_argument(
         "schedule \"" + name + "\" needs num_ranks to be a positive multiple of " +

@@ -1,5 +1,6 @@
 #include "dualpipe/schedule/serialize.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <sstream>
@@ -64,13 +65,10 @@ std::vector<StageLocation> locations_of(const Placement& placement) {
   return locations;
 }
 
+// Before anything is sized by them: a file's "pp" and "chunks" are bounded like a built
+// schedule's.
 void check_sizes(int num_ranks, int num_microbatches) {
-  if (num_ranks < 1 || num_microbatches < 0) {
-    throw std::invalid_argument(
-        "schedule needs num_ranks >= 1 and num_microbatches >= 0, got "
-        "num_ranks=" +
-        std::to_string(num_ranks) + ", num_microbatches=" + std::to_string(num_microbatches));
-  }
+  check_size_limits(num_ranks, num_microbatches);
 }
 
 }  // namespace
@@ -266,6 +264,34 @@ nlohmann::json to_json(const Schedule& schedule) {
   return json;
 }
 
+void check_loaded_schedule(const Schedule& schedule) {
+  if (!is_schedule_name(schedule.name)) {
+    std::string allowed;
+    for (const std::string& name : schedule_names())
+      allowed += (allowed.empty() ? "" : ", ") + name;
+    throw std::invalid_argument("unknown schedule \"" + schedule.name + "\", allowed: " + allowed);
+  }
+  check_size_limits(schedule.num_ranks(), schedule.num_microbatches);
+  long long max_microbatch = -1;
+  for (const Program& program : schedule.programs) {
+    for (const Op& op : program) {
+      max_microbatch = std::max<long long>(max_microbatch, op.microbatch);
+      if (op.kind == OpKind::kForwardBackward) {
+        max_microbatch = std::max<long long>(max_microbatch, op.backward_microbatch);
+      }
+    }
+  }
+  const long long directions = schedule.num_directions();
+  const long long implied = directions * (max_microbatch + 1);
+  if (schedule.num_microbatches != implied) {
+    throw std::invalid_argument(
+        "num_microbatches (\"chunks\") is " + std::to_string(schedule.num_microbatches) +
+        " but the ops use micro-batches 0.." + std::to_string(max_microbatch) + " in each of " +
+        std::to_string(directions) +
+        " direction(s), which makes num_microbatches=" + std::to_string(implied));
+  }
+}
+
 Schedule schedule_from_json(const nlohmann::json& json) {
   try {
     if (!json.is_object()) throw std::invalid_argument("schedule JSON must be an object");
@@ -322,6 +348,7 @@ Schedule schedule_from_json(const nlohmann::json& json) {
         schedule.programs[rank].push_back(parse_token(token, rank, schedule.placement, i));
       }
     }
+    check_loaded_schedule(schedule);
     return schedule;
   } catch (const nlohmann::json::exception& e) {
     throw std::invalid_argument(std::string("malformed schedule JSON: ") + e.what());
@@ -466,6 +493,7 @@ Schedule parse_schedule_text(const std::string& text) {
     schedule.programs[rank] = reader.program(rank, schedule.placement);
   }
   reader.expect_end();
+  check_loaded_schedule(schedule);
   return schedule;
 }
 

@@ -16,6 +16,7 @@
 #include <stdexcept>
 
 #include "dualpipe/check.h"
+#include "dualpipe/read_file.h"
 
 namespace dualpipe::train {
 namespace {
@@ -34,11 +35,7 @@ void fsync_path(const std::string& path, int flags) {
 }
 
 std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::invalid_argument("cannot read " + path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+  return read_file_bounded(path, "checkpoint file " + path);
 }
 
 std::string first_line(const std::string& text) {

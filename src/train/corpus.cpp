@@ -8,6 +8,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "dualpipe/read_file.h"
+
 namespace dualpipe::train {
 namespace {
 
@@ -18,12 +20,16 @@ bool ends_with(const std::string& s, const std::string& suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::invalid_argument("cannot read corpus file " + path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
+// NOTE: only regular files: a device or a FIFO (`--data /dev/zero`) has no end to read up to.
+// `max_bytes` is what is left of the corpus's kMaxInputFileBytes.
+std::string read_file(const fs::path& path, std::size_t max_bytes) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) {
+    throw std::invalid_argument("corpus file " + path.string() +
+                                " is not a regular file (give a text file or a folder of them)");
+  }
+  return read_file_bounded(path.string(), "corpus " + path.string() + " (all its files together)",
+                           max_bytes);
 }
 
 }  // namespace
@@ -70,7 +76,8 @@ Corpus load_corpus(const std::string& path, std::size_t min_bytes) {
   }
   Corpus corpus;
   for (const fs::path& file : files) {
-    const std::string text = strip_fortune_separators(read_file(file));
+    const std::string text =
+        strip_fortune_separators(read_file(file, kMaxInputFileBytes - corpus.bytes.size()));
     corpus.bytes.insert(corpus.bytes.end(), text.begin(), text.end());
     corpus.files.push_back(file.string());
   }

@@ -1,10 +1,13 @@
 #include "dualpipe/train/train_config.h"
 
-#include <fstream>
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <toml.hpp>
 
+#include "dualpipe/read_file.h"
 #include "dualpipe/schedule/registry.h"
 
 namespace dualpipe::train {
@@ -21,20 +24,61 @@ std::string hex64(std::uint64_t value) {
   return out;
 }
 
-template <typename T>
-void read_key(const nlohmann::json& json, const char* key, T& value) {
+[[noreturn]] void wrong_type(const char* key, const nlohmann::json& value,
+                             const std::string& want) {
+  throw std::invalid_argument(std::string("config key \"") + key + "\" = " + value.dump() +
+                              ": expected " + want);
+}
+
+// NOTE: strict on purpose: nlohmann's get<int>() turns 64.5 into 64, true into 1 and
+// 99999999999 into 1215752191, and get<uint64_t>() turns -1 into 2^64-1.
+void read_key(const nlohmann::json& json, const char* key, int& value) {
   auto it = json.find(key);
   if (it == json.end()) return;
-  try {
-    value = it->get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw std::invalid_argument(std::string("config key \"") + key +
-                                "\" has the wrong type: " + it->dump());
+  const std::string want = "an integer in [" + std::to_string(std::numeric_limits<int>::min()) +
+                           ", " + std::to_string(std::numeric_limits<int>::max()) + "]";
+  if (!it->is_number_integer()) wrong_type(key, *it, want);
+  if (it->is_number_unsigned()) {
+    const auto v = it->get<std::uint64_t>();
+    if (v > static_cast<std::uint64_t>(std::numeric_limits<int>::max())) wrong_type(key, *it, want);
+    value = static_cast<int>(v);
+    return;
   }
+  const auto v = it->get<std::int64_t>();
+  if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max()) {
+    wrong_type(key, *it, want);
+  }
+  value = static_cast<int>(v);
+}
+
+void read_key(const nlohmann::json& json, const char* key, std::uint64_t& value) {
+  auto it = json.find(key);
+  if (it == json.end()) return;
+  const char* want = "an integer in [0, 18446744073709551615]";
+  if (!it->is_number_integer()) wrong_type(key, *it, want);
+  if (!it->is_number_unsigned() && it->get<std::int64_t>() < 0) wrong_type(key, *it, want);
+  value = it->get<std::uint64_t>();
+}
+
+void read_key(const nlohmann::json& json, const char* key, double& value) {
+  auto it = json.find(key);
+  if (it == json.end()) return;
+  if (!it->is_number() || !std::isfinite(it->get<double>())) {
+    wrong_type(key, *it, "a finite number");
+  }
+  value = it->get<double>();
+}
+
+void read_key(const nlohmann::json& json, const char* key, std::string& value) {
+  auto it = json.find(key);
+  if (it == json.end()) return;
+  if (!it->is_string()) wrong_type(key, *it, "a string");
+  value = it->get<std::string>();
 }
 
 // A flat TOML table of the same keys as the JSON form (strings, integers, floats, booleans).
-nlohmann::json toml_to_json(std::istream& in, const std::string& path) {
+nlohmann::json toml_to_json(const std::string& text, const std::string& path) {
+  std::istringstream in(text);
   toml::value data;
   try {
     data = toml::parse(in, path);
@@ -68,6 +112,12 @@ int TrainConfig::num_stages() const {
   return schedule::schedule_placement(schedule, num_ranks).num_stages();
 }
 
+int default_num_layers(const TrainConfig& config) {
+  const int stages = config.num_stages();
+  const int layers = TrainConfig{}.num_layers;
+  return (layers + stages - 1) / stages * stages;
+}
+
 void TrainConfig::validate() const {
   require(num_ranks >= 1, "num_ranks must be >= 1, got " + std::to_string(num_ranks));
   // The schedule registry names the allowed schedules and the rank counts each accepts.
@@ -76,7 +126,8 @@ void TrainConfig::validate() const {
   require(num_layers >= 1 && num_layers % num_stages() == 0,
           "num_layers must be a positive multiple of the " + std::to_string(num_stages()) +
               " pipeline stages of " + schedule + " on " + std::to_string(num_ranks) +
-              " ranks, got num_layers=" + std::to_string(num_layers));
+              " ranks, got num_layers=" + std::to_string(num_layers) +
+              " (num_layers=" + std::to_string(default_num_layers(*this)) + " would do)");
   require(hidden_size >= 1 && num_heads >= 1 && hidden_size % num_heads == 0,
           "hidden_size must be a positive multiple of num_heads, got hidden_size=" +
               std::to_string(hidden_size) + " num_heads=" + std::to_string(num_heads));
@@ -174,14 +225,13 @@ TrainConfig config_from_json(const nlohmann::json& json, const TrainConfig& base
 }
 
 TrainConfig load_config_file(const std::string& path, const TrainConfig& base) {
-  std::ifstream in(path);
-  if (!in) throw std::invalid_argument("cannot read config file " + path);
+  const std::string text = read_file_bounded(path, "config file " + path);
   nlohmann::json json;
   if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".toml") == 0) {
-    json = toml_to_json(in, path);
+    json = toml_to_json(text, path);
   } else {
     try {
-      json = nlohmann::json::parse(in);
+      json = nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
       throw std::invalid_argument("config file " + path + " is not valid JSON: " + e.what());
     }

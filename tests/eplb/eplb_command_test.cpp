@@ -96,12 +96,33 @@ TEST_F(EplbCommand, BadInputFailsWithOneClearLine) {
                         "layer 1, expert 1 is not a number");
   expect_one_line_error(write_file("broken.json", "[[1, 2") + " -r 2 --gpus 1", "JSON loads");
   expect_one_line_error(write_file("bad.csv", "1,2\n3,oops\n") + " -r 2 --gpus 1",
-                        "line 2: expected a number, got \"oops\"");
+                        "line 2, field 2: expected a number, got \"oops\"");
   expect_one_line_error(write_file("ragged.csv", "1,2\n3\n") + " -r 2 --gpus 1",
                         "layer 1 has 1 experts");
   expect_one_line_error(write_file("sizes.json", kReadmeJson) + " -r 18 -g 4 -n 2 --gpus 8",
                         "num_replicas=18, num_gpus=8");
   expect_one_line_error("/nonexistent/loads.json -r 2 --gpus 1", "cannot open");
+}
+
+// Before: -r 2000000000 ran out of memory.
+TEST_F(EplbCommand, HugeReplicaCountIsRefusedBeforeAllocating) {
+  const Result r = run(write_file("huge.csv", "1,2,3,4\n") + " -r 2000000000 --gpus 2 2>&1");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("num_replicas=2000000000"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("num_replicas <= 65536"), std::string::npos) << r.out;
+}
+
+// Before: the first line "100,2,x,4" was dropped as a header and one layer was planned.
+TEST_F(EplbCommand, BadFirstLineIsAnErrorAndHugeLoadsAreRefused) {
+  Result r = run(write_file("bad_first.csv", "100,2,x,4\n1,2,3,4\n") + " -r 4 --gpus 2 2>&1");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("line 1, field 3: expected a number, got \"x\""), std::string::npos)
+      << r.out;
+  // Before: the imbalance came out as null.
+  r = run(write_file("huge_load.csv", "1e308,1e308\n1,2\n") + " -r 2 --gpus 2 2>&1");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_EQ(r.out.find("null"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("load 1e308"), std::string::npos) << r.out;
 }
 
 }  // namespace

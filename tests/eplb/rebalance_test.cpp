@@ -227,5 +227,15 @@ TEST(RebalanceExperts, GreedyCanLoseToALuckyTrivialPlacement) {
   EXPECT_DOUBLE_EQ(max_gpu_load(p, w), 7.0);
 }
 
+// Before: num_replicas=2000000000 allocated until the process ran out of memory.
+TEST(RebalanceExperts, PlansBeyondTheLimitsAreRefusedBeforeAllocating) {
+  const LoadMatrix one_layer = {{1, 2, 3, 4}};
+  EXPECT_THROW(rebalance_experts(one_layer, 2000000000, 1, 1, 2), std::invalid_argument);
+  const LoadMatrix many_layers(2000, std::vector<double>(4, 1.0));
+  EXPECT_THROW(rebalance_experts(many_layers, 4096, 1, 1, 4), std::invalid_argument);
+  EXPECT_THROW(rebalance_experts({{1e308, 1}}, 2, 1, 1, 2), std::invalid_argument);
+  EXPECT_NO_THROW(rebalance_experts(one_layer, 8, 1, 1, 2));
+}
+
 }  // namespace
 }  // namespace dualpipe::eplb

@@ -113,5 +113,37 @@ TEST(ScheduleFacts, PublishedFiguresComeFromTheRegistry) {
   EXPECT_THROW(schedule_facts("interleaved"), std::invalid_argument);
 }
 
+// Before: build_schedule("dualpipe", 1000000, 1000000) allocated without limit.
+TEST(ScheduleFacts, SizeLimitsAreCheckedBeforeBuilding) {
+  for (const std::string& name : schedule_names()) {
+    try {
+      build_schedule(name, 1000000, 1000000);
+      FAIL() << name;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("num_ranks * num_microbatches <= 262144"),
+                std::string::npos)
+          << e.what();
+    }
+    EXPECT_THROW(build_schedule(name, 2, kMaxRankMicrobatches), std::invalid_argument) << name;
+    EXPECT_THROW(schedule_placement(name, kMaxRanks + 2), std::invalid_argument) << name;
+  }
+  EXPECT_NO_THROW(build_schedule("1f1b", 64, 4096));
+}
+
+TEST(ScheduleFacts, RefusalsSayWhatWouldBeAccepted) {
+  try {
+    build_schedule("dualpipe", 4, 5);
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("a multiple of 2"), std::string::npos) << what;
+    EXPECT_NE(what.find(">= 2 * num_ranks (8 for num_ranks=4)"), std::string::npos) << what;
+    EXPECT_NE(what.find("num_microbatches=8 would do"), std::string::npos) << what;
+  }
+  EXPECT_EQ(schedule_facts("dualpipe").smallest_microbatches(4, 9), 10);
+  EXPECT_EQ(schedule_facts("dualpipe").smallest_microbatches(3), -1);
+  EXPECT_EQ(schedule_facts("gpipe").smallest_microbatches(3), 1);
+}
+
 }  // namespace
 }  // namespace dualpipe::schedule

@@ -134,8 +134,9 @@ INSTANTIATE_TEST_SUITE_P(Builders, RoundTripTest,
                          });
 
 TEST(SerializeTest, CustomPlacementRoundTrips) {
-  // Interleaved-style placement: 2 ranks, 4 stages; only the full JSON/text carry it.
-  Schedule schedule{"interleaved", 1, Placement::round_robin(2, 4), {{}, {}}};
+  // Interleaved-style placement: 2 ranks, 4 stages; only the full JSON/text carry it. NOTE:
+  // readers accept only the registry's names, so the custom placement travels under one.
+  Schedule schedule{"gpipe", 1, Placement::round_robin(2, 4), {{}, {}}};
   schedule.programs[0] = {Op::forward(0, 0, 0), Op::send_activation(0, 0, 0, 1),
                           Op::recv_activation(0, 1, 0, 1), Op::forward(0, 2, 0)};
   schedule.programs[1] = {Op::recv_activation(0, 0, 0, 0), Op::forward(0, 1, 0),
@@ -241,6 +242,67 @@ TEST(SerializeTest, ErrorMessagesAreExact) {
             "schedule text ends before \"rank 0:\"");
   EXPECT_EQ(error_of([&] { parse_schedule_text(head + "placement 1 1 0:0\nrank 0: F0.0\n\nx\n"); }),
             "schedule text line 7: unexpected line after the last rank (\"x\")");
+}
+
+std::string load_error(const nlohmann::json& json) {
+  try {
+    schedule_from_json(json);
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string load_text_error(const std::string& text) {
+  try {
+    parse_schedule_text(text);
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Before: "chunks" 21 over ops of 20 micro-batches loaded and validated (10 per direction).
+TEST(LoadedScheduleTest, ChunksThatDisagreeWithTheOpsAreRejected) {
+  for (const char* name : {"dualpipe", "dualpipev", "1f1b"}) {
+    const Schedule s = build_schedule(name, 4, 20);
+    for (int chunks : {21, 22, 19, 18, 2000000000}) {
+      nlohmann::json json = to_oracle_json(s);
+      json["chunks"] = chunks;
+      const std::string error = load_error(json);
+      const std::string expected =
+          chunks > 1000 ? "num_microbatches=" + std::to_string(chunks)
+                        : "num_microbatches (\"chunks\") is " + std::to_string(chunks);
+      EXPECT_NE(error.find(expected), std::string::npos)
+          << name << " chunks=" << chunks << ": " << error;
+      Schedule text_form = s;
+      text_form.num_microbatches = chunks;
+      EXPECT_FALSE(load_text_error(to_text(text_form)).empty()) << name << " chunks=" << chunks;
+    }
+  }
+}
+
+// Before: an unknown name loaded with a guessed one-stage-per-rank placement.
+TEST(LoadedScheduleTest, UnknownScheduleNamesAreRejected) {
+  nlohmann::json json = to_oracle_json(build_schedule("1f1b", 2, 4));
+  json["schedule"] = "interleaved";
+  EXPECT_NE(load_error(json).find("unknown schedule \"interleaved\", allowed: dualpipe"),
+            std::string::npos)
+      << load_error(json);
+  Schedule s = build_schedule("1f1b", 2, 4);
+  s.name = "1F1B";
+  EXPECT_NE(load_text_error(to_text(s)).find("unknown schedule \"1F1B\""), std::string::npos);
+}
+
+// Before: "pp" 2000000000 in the text form sized 2e9 programs before reading a rank line.
+TEST(LoadedScheduleTest, HugeSizesAreRejectedBeforeAllocating) {
+  const std::string text =
+      "schedule 1f1b\nnum_ranks 2000000000\nnum_microbatches 4\nplacement 1 1 0:0\n";
+  EXPECT_NE(load_text_error(text).find("num_ranks <= 4096"), std::string::npos)
+      << load_text_error(text);
+  nlohmann::json json = to_oracle_json(build_schedule("1f1b", 2, 4));
+  json["pp"] = 1000000;
+  EXPECT_NE(load_error(json).find("num_ranks=1000000"), std::string::npos) << load_error(json);
 }
 
 }  // namespace

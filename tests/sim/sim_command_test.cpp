@@ -199,4 +199,31 @@ TEST(SimCommand, BadArgumentsFailWithOneClearLine) {
   EXPECT_NE(run_sim("--format yaml").exit_code, 0);
 }
 
+// Issue 15: nothing a user passes makes `dualpipe sim` allocate without limit, and the error
+// names the value. Before: /dev/zero was read to 8.4 GB, 10^6 x 10^6 sizes built unbounded.
+TEST(SimCommand, EndlessScheduleFileStopsAtTheSizeCap) {
+  CliRun run = run_sim("--schedule-file /dev/zero");
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("schedule file '/dev/zero' is larger than the limit"), std::string::npos)
+      << run.err;
+}
+
+TEST(SimCommand, HugeSizesAreRefusedNamingTheLimits) {
+  CliRun run = run_sim("--ranks 1000000 --microbatches 1000000");
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("num_ranks=1000000, num_microbatches=1000000"), std::string::npos)
+      << run.err;
+  run = run_sim("--ranks 99999999999");
+  EXPECT_NE(run.exit_code, 0);
+  EXPECT_NE(run.err.find("expected an integer in [-2147483648, 2147483647], got '99999999999'"),
+            std::string::npos)
+      << run.err;
+}
+
+TEST(SimCommand, RefusedSizesSayWhatIsAccepted) {
+  CliRun run = run_sim("--schedule dualpipe --ranks 4 --microbatches 6");
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("num_microbatches=8 would do"), std::string::npos) << run.err;
+}
+
 }  // namespace

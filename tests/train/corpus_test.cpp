@@ -82,5 +82,16 @@ TEST(Corpus, UnigramLossIsEntropy) {
   EXPECT_THROW(unigram_loss({}), std::invalid_argument);
 }
 
+// Before: `--data /dev/zero` read forever.
+TEST(Corpus, DevicesAreRefusedInsteadOfReadForever) {
+  try {
+    load_corpus("/dev/zero", 1);
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("/dev/zero is not a regular file"), std::string::npos)
+        << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace dualpipe::train

@@ -23,6 +23,7 @@
 #include <sstream>
 #include <thread>
 
+#include "dualpipe/schedule/registry.h"
 #include "dualpipe/train/checkpoint.h"
 #include "dualpipe/train/metrics.h"
 #include "dualpipe/train/reference.h"
@@ -477,6 +478,60 @@ TEST(TrainCli, DefaultRunBeatsTheUnigramLoss) {
   for (const char* file : {"loss_curve.svg", "timeline.svg", "trace.json", "metrics.csv"}) {
     EXPECT_TRUE(fs::exists(dir / file)) << file;
   }
+  fs::remove_all(dir);
+}
+
+// Every schedule `train --help` lists runs on the defaults (before: dualpipev stopped with
+// "num_layers must be a positive multiple of the 8 pipeline stages").
+class TrainDefaults : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TrainDefaults, OneStepRunsOnTheDefaults) {
+  const fs::path dir = fresh_dir("defaults_" + GetParam());
+  fs::create_directories(dir);
+  EXPECT_EQ(run({"train", "--schedule", GetParam(), "--steps", "1", "--run-dir", dir.string()},
+                dir / "log"),
+            0)
+      << read_text(dir / "log");
+  EXPECT_TRUE(fs::exists(dir / "metrics.csv")) << read_text(dir / "log");
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(EverySchedule, TrainDefaults,
+                         ::testing::ValuesIn(schedule::schedule_names()), [](const auto& info) {
+                           return "s_" + info.param;  // gtest names may not start with a digit
+                         });
+
+TEST(TrainCli, HelpListsEveryScheduleOfTheRegistry) {
+  const fs::path dir = fresh_dir("help");
+  fs::create_directories(dir);
+  ASSERT_EQ(run({"train", "--help"}, dir / "log"), 0);
+  for (const std::string& name : schedule::schedule_names()) {
+    EXPECT_NE(read_text(dir / "log").find(name), std::string::npos) << name;
+  }
+  fs::remove_all(dir);
+}
+
+// Before: --seq-len 20000 tried 12.8 GB per rank; --seed -1 became 2^64-1; --data /dev/zero
+// was read forever.
+TEST(TrainCli, UnboundedInputsAreRefusedNamingTheValue) {
+  const fs::path dir = fresh_dir("bounds");
+  fs::create_directories(dir);
+  const std::string run_dir = (dir / "run").string();
+  EXPECT_EQ(run({"train", "--seq-len", "20000", "--run-dir", run_dir}, dir / "log"), 1);
+  EXPECT_NE(read_text(dir / "log").find("seq_len=20000"), std::string::npos)
+      << read_text(dir / "log");
+  EXPECT_NE(read_text(dir / "log").find("would fit"), std::string::npos);
+  EXPECT_NE(run({"train", "--seed", "-1", "--run-dir", run_dir}, dir / "log"), 0);
+  EXPECT_NE(read_text(dir / "log").find("expected an integer in [0, 18446744073709551615]"),
+            std::string::npos)
+      << read_text(dir / "log");
+  EXPECT_NE(run({"train", "--layers", "64.5", "--run-dir", run_dir}, dir / "log"), 0);
+  EXPECT_NE(read_text(dir / "log").find("got '64.5'"), std::string::npos);
+  EXPECT_NE(
+      run(with(kSmall, {"--data", "/dev/zero", "--steps", "1", "--run-dir", run_dir}), dir / "log"),
+      0);
+  EXPECT_NE(read_text(dir / "log").find("/dev/zero is not a regular file"), std::string::npos)
+      << read_text(dir / "log");
   fs::remove_all(dir);
 }
 

@@ -1,9 +1,12 @@
 #include "dualpipe/train/train_config.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+
+#include "dualpipe/schedule/registry.h"
 
 namespace dualpipe::train {
 namespace {
@@ -134,6 +137,67 @@ TEST(TrainConfig, TomlFileHoldsTheSameKeys) {
   std::ofstream(path) << "stepz = 3\n";
   EXPECT_THROW(load_config_file(path), std::invalid_argument);
   std::filesystem::remove(path);
+}
+
+std::string toml_error(const std::string& text) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("dualpipe_types_" + std::to_string(::getpid()) + ".toml"))
+                               .string();
+  std::ofstream(path) << text;
+  try {
+    load_config_file(path);
+  } catch (const std::invalid_argument& e) {
+    std::filesystem::remove(path);
+    return e.what();
+  }
+  std::filesystem::remove(path);
+  return "";
+}
+
+// Before: 64.5 -> 64, true -> 1, -1 -> 18446744073709551615, 99999999999 -> 1215752191.
+TEST(TrainConfig, TomlValuesKeepTheirTypes) {
+  const std::string int_range = "expected an integer in [-2147483648, 2147483647]";
+  EXPECT_NE(toml_error("num_layers = 64.5\n").find("\"num_layers\" = 64.5: " + int_range),
+            std::string::npos)
+      << toml_error("num_layers = 64.5\n");
+  EXPECT_NE(toml_error("num_layers = true\n").find("\"num_layers\" = true: " + int_range),
+            std::string::npos);
+  EXPECT_NE(toml_error("num_layers = 99999999999\n").find("= 99999999999: " + int_range),
+            std::string::npos);
+  EXPECT_NE(toml_error("seed = -1\n").find("\"seed\" = -1: expected an integer in [0, "),
+            std::string::npos)
+      << toml_error("seed = -1\n");
+  EXPECT_NE(toml_error("learning_rate = true\n").find("expected a finite number"),
+            std::string::npos);
+  EXPECT_NE(toml_error("learning_rate = inf\n").find("expected a finite number"),
+            std::string::npos);
+  EXPECT_NE(toml_error("schedule = 1\n").find("\"schedule\" = 1: expected a string"),
+            std::string::npos);
+  EXPECT_EQ(toml_error("learning_rate = 1\nseed = 7\nnum_layers = 8\n"), "");
+  // The JSON form reads through the same checks.
+  EXPECT_THROW(config_from_json({{"num_layers", 64.5}}), std::invalid_argument);
+  EXPECT_THROW(config_from_json({{"seed", -1}}), std::invalid_argument);
+  EXPECT_EQ(config_from_json({{"seed", 18446744073709551615ULL}}).seed, 18446744073709551615ULL);
+}
+
+// Before: dualpipev stopped with "num_layers must be a positive multiple of the 8 stages".
+TEST(TrainConfig, DefaultLayerCountFitsEverySchedule) {
+  for (const std::string& name : schedule::schedule_names()) {
+    TrainConfig c;
+    c.schedule = name;
+    c.num_layers = default_num_layers(c);
+    EXPECT_NO_THROW(c.validate()) << name;
+    EXPECT_GE(c.num_layers, TrainConfig{}.num_layers);
+  }
+  TrainConfig v;
+  v.schedule = "dualpipev";
+  EXPECT_EQ(default_num_layers(v), 8);
+  try {
+    v.validate();
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("num_layers=8 would do"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -11,6 +11,14 @@
 namespace dualpipe::eplb {
 
 // Measured load (e.g. tokens routed) of every logical expert: `[layer][logical_expert]`.
+// The largest load (tokens routed to one expert) accepted: far above any real count, and small
+// enough that sums over layers, experts and GPUs stay finite (1e308 would overflow to inf).
+inline constexpr double kMaxLoad = 1e15;
+// The largest plans rebalance_experts() makes, checked before allocating: num_replicas up to
+// kMaxReplicas and layers * num_replicas up to kMaxPlacementSlots (DeepSeek-V3: 61 x 288).
+inline constexpr int kMaxReplicas = 1 << 16;
+inline constexpr long long kMaxPlacementSlots = 1LL << 22;
+
 using LoadMatrix = std::vector<std::vector<double>>;
 
 struct ExpertPlacement {

@@ -3,7 +3,9 @@
 //
 // JSON: a 2-D array of numbers, or an object whose "weight" member is one.
 // CSV: one layer per line, loads separated by commas; blank lines and lines starting with '#'
-// are skipped, and a first line that is not numeric is taken as a header and skipped.
+// are skipped, and a first line without any numeric field is taken as a header and skipped (a
+// first line with some numbers and a bad field is an error). Loads must be finite, >= 0 and
+// <= kMaxLoad (1e15).
 
 #include <string>
 #include <string_view>

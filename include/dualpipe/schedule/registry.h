@@ -9,6 +9,17 @@
 
 namespace dualpipe::schedule {
 
+// The largest sizes any schedule is built for, checked before anything is allocated: at most
+// kMaxRanks ranks and num_ranks * num_microbatches <= kMaxRankMicrobatches (a schedule holds
+// about 7 ops per rank and micro-batch; the limit keeps a program, its validation and its
+// simulation under a few hundred MiB).
+inline constexpr int kMaxRanks = 4096;
+inline constexpr long long kMaxRankMicrobatches = 1LL << 18;
+
+// Throws std::invalid_argument naming both sizes and the limits when they exceed them (or are
+// below 1 rank / 0 micro-batches).
+void check_size_limits(int num_ranks, int num_microbatches);
+
 // The names build_schedule() accepts: "dualpipe", "dualpipev", "1f1b", "zb1p", "gpipe".
 std::vector<std::string> schedule_names();
 
@@ -27,6 +38,12 @@ struct ScheduleFacts {
 
   // Whether build_schedule(name, num_ranks, num_microbatches) accepts these sizes.
   bool accepts(int num_ranks, int num_microbatches) const;
+  // What is accepted, in words, for error messages: "num_ranks a positive multiple of 2 and
+  // num_microbatches a multiple of 2 and >= 2 * num_ranks (8 for num_ranks=4)".
+  std::string accepted_sizes(int num_ranks) const;
+  // The smallest accepted num_microbatches >= `at_least` on num_ranks, or -1 when num_ranks is
+  // never accepted.
+  int smallest_microbatches(int num_ranks, int at_least = 1) const;
 };
 
 // The facts of the named schedule. Throws std::invalid_argument naming the allowed names.
@@ -41,7 +58,8 @@ PublishedFigures published_figures(const std::string& name, int num_ranks, int n
                                    const PublishedCosts& costs);
 
 // Builds the named schedule (compute and communication). Throws std::invalid_argument naming
-// the allowed names for an unknown name, and the builder's message for unsupported sizes.
+// the allowed names for an unknown name, sizes beyond check_size_limits(), and sizes the facts
+// do not accept (saying what is accepted and the nearest accepted micro-batch count).
 Schedule build_schedule(const std::string& name, int num_ranks, int num_microbatches);
 
 // Where the named schedule puts its stages on `num_ranks` ranks, without building a program

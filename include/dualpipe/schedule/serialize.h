@@ -32,9 +32,13 @@ nlohmann::json to_json(const Schedule& schedule);
 // Exactly the oracle shape {"schedule", "pp", "chunks", "ranks"} (no "|").
 nlohmann::json to_oracle_json(const Schedule& schedule);
 // Reads to_json()'s shape or a bare oracle file; without "placement" it is the registry's
-// placement for the named schedule (schedule_placement), or round_robin(pp, pp) for a name the
-// registry does not know.
+// placement for the named schedule (schedule_placement). Ends with check_loaded_schedule().
 Schedule schedule_from_json(const nlohmann::json& json);
+// What every reader checks after parsing: the name is one of schedule_names(), the sizes are
+// within check_size_limits(), and num_microbatches ("chunks") is what the ops imply
+// (num_directions * (largest micro-batch + 1)). Throws std::invalid_argument naming the values.
+// The validator then checks the programs themselves.
+void check_loaded_schedule(const Schedule& schedule);
 // Parses JSON text, then schedule_from_json(); bad JSON becomes std::invalid_argument.
 Schedule parse_schedule_json(const std::string& text);
 

@@ -50,6 +50,11 @@ struct TrainConfig {
   void validate() const;
 };
 
+// The num_layers `dualpipe train` uses when none is given: TrainConfig's 4, rounded up to a
+// multiple of config.num_stages() (8 for dualpipev on 4 ranks), so every schedule runs on the
+// defaults. Throws std::invalid_argument when the schedule does not accept config.num_ranks.
+int default_num_layers(const TrainConfig& config);
+
 nlohmann::json to_json(const TrainConfig& config);
 // Reads the keys present in `json` over `base` (absent keys keep base's values). Throws
 // std::invalid_argument naming an unknown key or a value of the wrong type.
