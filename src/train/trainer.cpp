@@ -13,7 +13,6 @@
 #include <optional>
 #include <sstream>
 #include <stdexcept>
-#include <thread>
 
 #include "dualpipe/moe/comm_stream.h"
 #include "dualpipe/runtime/gradient_buffers.h"
@@ -617,15 +616,10 @@ void Trainer::print_summary(const std::vector<StepMetrics>& rows) {
   }
 }
 
-// Writes trace.json and timeline.svg, prints the per-rank table and adds it to `summary`.
+// Writes trace.json and timeline.svg, prints the per-rank table (with a note when ranks
+// outnumber cores) and adds it to `summary`.
 void Trainer::print_pipeline_report(nlohmann::json& summary) {
   write_pipeline_report(*report_, schedule_, config_.run_dir, out_, summary);
-  const unsigned cores = std::thread::hardware_concurrency();
-  if (cores > 0 && cores < static_cast<unsigned>(world_size_)) {
-    out_ << "  NOTE: " << world_size_ << " ranks share " << cores
-         << " cores here, so ranks computing at the same time slow each other down and the "
-            "measured bubble exceeds the simulated one, which assumes a core per rank\n";
-  }
 }
 
 RunResult train_rank(const TrainConfig& config, runtime::DistributedContext& context,
