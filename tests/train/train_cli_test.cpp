@@ -23,6 +23,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cli_process.h"
 #include "dualpipe/schedule/registry.h"
 #include "dualpipe/train/checkpoint.h"
 #include "dualpipe/train/metrics.h"
@@ -33,6 +34,11 @@ namespace dualpipe::train {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::children_of;
+using testing::fresh_dir;
+using testing::read_text;
+using testing::spawn;
+using testing::with;
 
 // A small model that trains a step in well under a second on 2 cores.
 const std::vector<std::string> kSmall = {
@@ -40,18 +46,6 @@ const std::vector<std::string> kSmall = {
     "2",     "--experts",         "4", "--top-k",   "2",  "--microbatches",
     "8",     "--microbatch-size", "2", "--seq-len", "32", "--eval-interval",
     "1000",  "--eval-windows",    "8", "--warmup",  "2"};
-
-fs::path fresh_dir(const std::string& name) {
-  fs::path dir =
-      fs::temp_directory_path() / ("dualpipe_train_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  return dir;
-}
-
-std::vector<std::string> with(std::vector<std::string> args, const std::vector<std::string>& more) {
-  args.insert(args.end(), more.begin(), more.end());
-  return args;
-}
 
 // `args` with the value of `flag` set to `value` (replaced in place, or appended).
 std::vector<std::string> with_value(std::vector<std::string> args, const std::string& flag,
@@ -63,25 +57,6 @@ std::vector<std::string> with_value(std::vector<std::string> args, const std::st
     }
   }
   return with(args, {flag, value});
-}
-
-// Starts `dualpipe <args>` with stdout+stderr to `log`; returns its pid.
-pid_t spawn(const std::vector<std::string>& args, const fs::path& log) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    std::vector<char*> argv;
-    std::string program = DUALPIPE_CLI_PATH;
-    argv.push_back(program.data());
-    std::vector<std::string> copy = args;
-    for (std::string& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(program.c_str(), argv.data());
-    ::_exit(127);
-  }
-  return pid;
 }
 
 // waitpid's status word in words, for assertion messages.
@@ -103,33 +78,6 @@ int wait_exit(pid_t pid) {
 
 int run(const std::vector<std::string>& args, const fs::path& log) {
   return wait_exit(spawn(args, log));
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// Children of `pid` (from /proc/*/stat).
-std::vector<pid_t> children_of(pid_t pid) {
-  std::vector<pid_t> out;
-  for (const auto& entry : fs::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat(entry.path() / "stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    const std::size_t close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(line.substr(close + 2));
-    char state;
-    pid_t ppid = 0;
-    rest >> state >> ppid;
-    if (ppid == pid) out.push_back(std::stoi(name));
-  }
-  return out;
 }
 
 std::vector<double> losses_of(const fs::path& run_dir) {
