@@ -14,10 +14,13 @@
 #include <utility>
 #include <vector>
 
+#include "small_disk.h"
+
 namespace dualpipe::train {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::SmallDisk;
 
 fs::path temp_run(const std::string& name) {
   fs::path dir =
@@ -167,29 +170,6 @@ TEST(Checkpoint, ManifestRefusesForgedStepsAndFiles) {
   old.erase("file_digests");
   EXPECT_TRUE(manifest_from_json(old).file_digests.empty());
 }
-
-// A tmpfs mounted for the test, unmounted (lazily) at the end.
-class SmallDisk {
- public:
-  SmallDisk(const fs::path& at, const std::string& size) : at_(at) {
-    fs::create_directories(at);
-    const std::string options = "size=" + size;
-    mounted_ = ::mount("tmpfs", at.c_str(), "tmpfs", 0, options.c_str()) == 0;
-    if (!mounted_) error_ = std::strerror(errno);
-  }
-  ~SmallDisk() {
-    if (mounted_) ::umount2(at_.c_str(), MNT_DETACH);
-    std::error_code ec;
-    fs::remove_all(at_, ec);
-  }
-  bool mounted() const { return mounted_; }
-  const std::string& error() const { return error_; }
-
- private:
-  fs::path at_;
-  bool mounted_ = false;
-  std::string error_;
-};
 
 TEST(Checkpoint, FailedAtomicWriteRemovesItsTemporaryFile) {
   const fs::path dir = temp_run("full");

@@ -22,6 +22,7 @@
 #include "cli_process.h"
 #include "dualpipe/train/checkpoint.h"
 #include "dualpipe/train/metrics.h"
+#include "small_disk.h"
 
 namespace dualpipe::train {
 namespace {
@@ -30,6 +31,7 @@ namespace fs = std::filesystem;
 using testing::children_of;
 using testing::fresh_dir;
 using testing::read_text;
+using testing::SmallDisk;
 using testing::spawn;
 using testing::with;
 using Clock = std::chrono::steady_clock;
@@ -294,29 +296,6 @@ TEST(RunSafety, MetricsWriteFailureStopsTheJob) {
     fs::remove(log);
   }
 }
-
-// A tmpfs mounted for the test, unmounted (lazily) at the end.
-class SmallDisk {
- public:
-  SmallDisk(const fs::path& at, const std::string& size) : at_(at) {
-    fs::create_directories(at);
-    const std::string options = "size=" + size;
-    mounted_ = ::mount("tmpfs", at.c_str(), "tmpfs", 0, options.c_str()) == 0;
-    if (!mounted_) error_ = std::strerror(errno);
-  }
-  ~SmallDisk() {
-    if (mounted_) ::umount2(at_.c_str(), MNT_DETACH);
-    std::error_code ec;
-    fs::remove_all(at_, ec);
-  }
-  bool mounted() const { return mounted_; }
-  const std::string& error() const { return error_; }
-
- private:
-  fs::path at_;
-  bool mounted_ = false;
-  std::string error_;
-};
 
 // A checkpoint that does not fit on the disk: the job fails naming the file and the error, and
 // leaves no temporary file behind (not the failed rank's, not the others').
