@@ -20,6 +20,8 @@ packages=(
   clang-format
   librsvg2-bin  # rsvg-convert: look at the SVG timelines of `dualpipe sim --svg` as PNG
   libtoml11-dev  # header-only TOML parser: `dualpipe train --config FILE.toml`
+  pybind11-dev python3-dev python3-pytest  # the Python package `dualpipe` and its tests
+  openmpi-bin iproute2  # mpirun and network namespaces: the launcher tests
 )
 
 missing=()
