@@ -42,16 +42,16 @@ std::vector<int> inverse_mapping(const std::vector<int>& mapping, int size) {
 }
 
 // Splits each tensor along dim 0 into `chunks` equal parts: result[chunk] = {part of each}.
-std::vector<TensorList> split_batch(const TensorList& tensors, int chunks, const char* what,
-                                    int rank) {
+std::vector<TensorList> split_batch(const TensorList& tensors, int chunks, int dim,
+                                    const char* what, int rank) {
   std::vector<TensorList> result(chunks);
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
-    DUALPIPE_CHECK(t.defined() && t.dim() > 0 && t.size(0) % chunks == 0, "rank ", rank, ": ", what,
-                   "[", i, "] has batch size ",
-                   t.defined() && t.dim() > 0 ? std::to_string(t.size(0)) : "none",
-                   ", which does not split into ", chunks, " equal micro-batches");
-    std::vector<at::Tensor> parts = t.split(t.size(0) / chunks, 0);
+    DUALPIPE_CHECK(
+        t.defined() && t.dim() > dim && t.size(dim) % chunks == 0, "rank ", rank, ": ", what, "[",
+        i, "] has batch size ", t.defined() && t.dim() > dim ? std::to_string(t.size(dim)) : "none",
+        " (dimension ", dim, "), which does not split into ", chunks, " equal micro-batches");
+    std::vector<at::Tensor> parts = t.split(t.size(dim) / chunks, dim);
     for (int c = 0; c < chunks; ++c) result[c].push_back(parts[c]);
   }
   return result;
@@ -75,6 +75,7 @@ Pipeline::Pipeline(std::string schedule_name, std::vector<StagePtr> modules, Com
     DUALPIPE_CHECK(modules_[i] != nullptr, "pipeline rank ", rank_, ": stage module ", i,
                    " is null");
   }
+  DUALPIPE_CHECK_GE(options_.batch_dim, 0);
 }
 
 namespace {
@@ -108,9 +109,10 @@ namespace {
 // Hands direction d's share of `batch` (split into micro-batches) to `per_direction_lists[d]` for
 // each direction in `directions`, in order: they take consecutive parts of the batch.
 void distribute_batch(const TensorList& batch, const std::vector<int>& directions,
-                      int per_direction, const char* what, int rank,
+                      int per_direction, int dim, const char* what, int rank,
                       std::vector<std::vector<TensorList>>& per_direction_lists) {
-  auto chunks = split_batch(batch, static_cast<int>(directions.size()) * per_direction, what, rank);
+  auto chunks =
+      split_batch(batch, static_cast<int>(directions.size()) * per_direction, dim, what, rank);
   for (std::size_t i = 0; i < directions.size(); ++i) {
     per_direction_lists[directions[i]].assign(chunks.begin() + i * per_direction,
                                               chunks.begin() + (i + 1) * per_direction);
@@ -120,7 +122,7 @@ void distribute_batch(const TensorList& batch, const std::vector<int>& direction
 // The step's result on this rank: the losses and (when asked for, or forward-only) the outputs
 // of the directions ending here, in direction then micro-batch order.
 StepResult collect_result(StepOutput& out, const std::vector<int>& label_directions,
-                          bool keep_outputs) {
+                          bool keep_outputs, int dim) {
   StepResult result;
   std::vector<at::Tensor> losses;
   std::vector<TensorList> outputs;
@@ -137,7 +139,7 @@ StepResult collect_result(StepOutput& out, const std::vector<int>& label_directi
     for (std::size_t i = 0; i < outputs[0].size(); ++i) {
       std::vector<at::Tensor> parts;
       for (const TensorList& o : outputs) parts.push_back(o[i]);
-      result.outputs.push_back(at::cat(parts, 0));
+      result.outputs.push_back(at::cat(parts, dim));
     }
   }
   return result;
@@ -158,14 +160,16 @@ StepData Pipeline::step_data(const TensorList& inputs, const Criterion& criterio
   if (!input_directions.empty()) {
     DUALPIPE_CHECK(!inputs.empty(), "pipeline rank ", rank_, " holds the first stage of direction ",
                    input_directions[0], " of '", schedule_name_, "' and needs inputs, got none");
-    distribute_batch(inputs, input_directions, per_direction, "inputs", rank_, data.inputs);
+    distribute_batch(inputs, input_directions, per_direction, options_.batch_dim, "inputs", rank_,
+                     data.inputs);
   }
   if (!label_directions.empty() && (training || criterion)) {
     DUALPIPE_CHECK(static_cast<bool>(criterion), "pipeline rank ", rank_,
                    " holds a last stage and needs a criterion to train");
     DUALPIPE_CHECK(!labels.empty(), "pipeline rank ", rank_, " holds the last stage of direction ",
                    label_directions[0], " and needs labels");
-    distribute_batch(labels, label_directions, per_direction, "labels", rank_, data.labels);
+    distribute_batch(labels, label_directions, per_direction, options_.batch_dim, "labels", rank_,
+                     data.labels);
     data.criterion = &criterion;
   }
   return data;
@@ -206,7 +210,8 @@ StepResult Pipeline::step(const TensorList& inputs, int num_microbatches,
     throw;
   }
   if (sync) restore_gradients(params, earlier, /*drop_new=*/false);
-  return collect_result(out, placement.directions_ending_on(rank_), return_outputs || !training);
+  return collect_result(out, placement.directions_ending_on(rank_), return_outputs || !training,
+                        options_.batch_dim);
 }
 
 void Pipeline::average_over_replicas(std::vector<at::Tensor>& params) {

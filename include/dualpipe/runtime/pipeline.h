@@ -28,6 +28,9 @@ struct PipelineOptions {
   bool trace = false;
   // DualPipe only: sum the gradients of the two copies of each stage at the end of step().
   bool sync_mirror_gradients = true;
+  // The dimension of inputs, labels and outputs that step() splits into micro-batches and
+  // concatenates them along (the reference's `batch_dim`).
+  int batch_dim = 0;
 };
 
 struct StepResult {
@@ -35,8 +38,8 @@ struct StepResult {
   // is on this rank (DualPipe: rank 0 holds direction 1's, rank R-1 direction 0's); undefined on
   // other ranks or without a criterion.
   at::Tensor loss;
-  // The last stage's outputs, concatenated over micro-batches along dim 0, when return_outputs
-  // (or forward-only); empty elsewhere.
+  // The last stage's outputs, concatenated over micro-batches along options.batch_dim, when
+  // return_outputs (or forward-only); empty elsewhere.
   TensorList outputs;
 };
 
@@ -51,7 +54,7 @@ class Pipeline {
   // One step. Blocking; all pipeline ranks call it with the same num_microbatches.
   //   inputs: needed only on ranks holding a first stage: the batch of the direction(s) starting
   //           there (DualPipe: rank 0 the first half of the batch, rank R-1 the second half),
-  //           split along dim 0 into that direction's micro-batches.
+  //           split along options.batch_dim into that direction's micro-batches.
   //   labels: needed only on ranks holding a last stage, split the same way (DualPipe: rank 0
   //           holds direction 1's labels, rank R-1 direction 0's).
   // With gradients enabled it trains: this step's gradients are summed over the copies of each

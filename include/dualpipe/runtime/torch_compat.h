@@ -25,6 +25,20 @@ using Communicator = c10d::ProcessGroup;
 using CommunicatorPtr = c10::intrusive_ptr<Communicator>;
 using WorkPtr = c10::intrusive_ptr<c10d::Work>;
 
+// The communicator behind a torch.distributed process group (as Python's
+// `dist.distributed_c10d._get_default_group()` holds it) for tensors on `device`: the group
+// itself in 1.13, its backend for that device type in 2.x. Throws c10::Error when the group has
+// no backend for that device type (2.x).
+inline CommunicatorPtr communicator_of(const c10::intrusive_ptr<c10d::ProcessGroup>& group,
+                                       c10::DeviceType device) {
+#if TORCH_VERSION_MAJOR >= 2
+  return group->getBackend(device);
+#else
+  (void)device;
+  return group;
+#endif
+}
+
 // NOTE: LibTorch 2.4 turned TCPStoreOptions::useLibUV on by default, but builds without libuv
 // (Debian's 2.6) then refuse to start a store ("use_libuv was requested but PyTorch was build
 // without libuv support"). The classic TCPStore backend exists in every version, so dualpipe
