@@ -42,12 +42,15 @@ struct BenchOptions {
   std::string trace;
 };
 
-// Linear(h, 4h)-GELU-Linear(4h, h) with deferrable weight gradients.
+// Linear(h, 4h)-GELU-Linear(4h, h) without biases (the reference example's model) with
+// deferrable weight gradients.
 class MlpStage : public runtime::StageModule {
  public:
   explicit MlpStage(int hidden) {
-    fc1_ = register_module("fc1", runtime::Linear(hidden, 4 * hidden));
-    fc2_ = register_module("fc2", runtime::Linear(4 * hidden, hidden));
+    fc1_ = register_module(
+        "fc1", runtime::Linear(torch::nn::LinearOptions(hidden, 4 * hidden).bias(false)));
+    fc2_ = register_module(
+        "fc2", runtime::Linear(torch::nn::LinearOptions(4 * hidden, hidden).bias(false)));
   }
   TensorList forward(const MicrobatchId&, const TensorList& inputs) override {
     return {fc2_(at::gelu(fc1_(inputs.at(0))))};

@@ -12,9 +12,9 @@ import torch.distributed  # noqa: F401
 
 from . import _C  # noqa: F401
 from .comm import set_p2p_tensor_dtype, set_p2p_tensor_shapes
-from .pipeline import DualPipe, DualPipeV, Pipeline
+from .pipeline import DualPipe, DualPipeV, Pipeline, local_batch, stages
 from .utils import WeightGradStore
 
 __version__ = "0.1.0"
 __all__ = ["DualPipe", "DualPipeV", "Pipeline", "WeightGradStore", "set_p2p_tensor_shapes",
-           "set_p2p_tensor_dtype"]
+           "set_p2p_tensor_dtype", "stages", "local_batch"]

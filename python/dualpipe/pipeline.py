@@ -17,7 +17,7 @@ import torch.nn as nn
 from . import _C, comm
 from .utils import WeightGradStore
 
-__all__ = ["Pipeline", "DualPipe", "DualPipeV"]
+__all__ = ["Pipeline", "DualPipe", "DualPipeV", "stages", "local_batch"]
 
 Outputs = Optional[Union[torch.Tensor, Tuple[torch.Tensor, ...]]]
 
@@ -46,6 +46,23 @@ def _seconds(timeout: Union[float, int, datetime.timedelta]) -> float:
         raise ValueError(f"timeout must be a positive number of seconds or a timedelta, got "
                          f"{timeout!r}")
     return float(seconds)
+
+
+def stages(schedule: str, num_ranks: int, rank: int) -> List[Tuple[int, int]]:
+    """The model stages pipeline rank ``rank`` holds for ``schedule`` on ``num_ranks`` ranks, as
+    (direction, stage) per module slot: ``modules[slot]`` of ``Pipeline`` must be model stage
+    ``stage`` (DualPipe rank r: [(0, r), (1, R-1-r)], the second a copy of model stage R-1-r)."""
+    return _C.stage_numbers(schedule, num_ranks, rank)
+
+
+def local_batch(schedule: str, num_ranks: int, rank: int, num_microbatches: int,
+                inputs: Sequence[torch.Tensor], labels: Sequence[torch.Tensor] = ()
+                ) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[int]]:
+    """This rank's share of a global batch (each tensor split along dim 0 into
+    ``num_microbatches`` equal micro-batches, direction by direction): the ``inputs`` and
+    ``labels`` to pass to ``step`` (empty lists on ranks that take none) and the global
+    micro-batch of each entry of the loss ``step`` returns here."""
+    return _C.local_batch(schedule, num_ranks, rank, num_microbatches, list(inputs), list(labels))
 
 
 class Pipeline(nn.Module):

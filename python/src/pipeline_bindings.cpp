@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "bindings.h"
+#include "dualpipe/runtime/local_batch.h"
 #include "dualpipe/runtime/pipeline.h"
 #include "python_stage.h"
 
@@ -159,8 +160,23 @@ void bind_pipeline(py::module_& m) {
       },
       py::arg("schedule"), py::arg("num_ranks"), py::arg("rank"),
       "(direction, stage) of each slot pipeline rank `rank` holds");
-  m.def("takes_inputs", &runtime::Pipeline::takes_inputs);
-  m.def("takes_labels", &runtime::Pipeline::takes_labels);
+  m.def("takes_inputs", &runtime::Pipeline::takes_inputs, py::arg("schedule"), py::arg("num_ranks"),
+        py::arg("rank"));
+  m.def("takes_labels", &runtime::Pipeline::takes_labels, py::arg("schedule"), py::arg("num_ranks"),
+        py::arg("rank"));
+  m.def(
+      "local_batch",
+      [](const std::string& schedule, int num_ranks, int rank, int num_microbatches,
+         const py::sequence& inputs, const py::sequence& labels) {
+        const runtime::LocalBatch batch = runtime::local_batch(
+            schedule, num_ranks, rank, num_microbatches, defined_tensors(inputs, "inputs"),
+            defined_tensors(labels, "labels"));
+        return py::make_tuple(tensors_to_python(batch.inputs), tensors_to_python(batch.labels),
+                              batch.loss_microbatches);
+      },
+      py::arg("schedule"), py::arg("num_ranks"), py::arg("rank"), py::arg("num_microbatches"),
+      py::arg("inputs"), py::arg("labels"),
+      "This rank's share of a global batch: (inputs, labels, global micro-batch of each loss)");
 }
 
 }  // namespace dualpipe::python
