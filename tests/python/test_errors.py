@@ -127,3 +127,22 @@ def test_a_stage_that_returns_no_tensor_is_a_type_error(one_rank_group):
     model = DualPipeV([Bad(), Bad()])
     with pytest.raises(TypeError, match="forward must be a tensor or a list/tuple of tensors, got str"):
         model.step(torch.randn(4, 2), num_chunks=2, criterion=criterion, labels=(torch.randn(4, 2),))
+
+
+def declared_shape_check(rank, pp_size):
+    from dualpipe import set_p2p_tensor_dtype, set_p2p_tensor_shapes
+    set_p2p_tensor_shapes([(2, 5, HIDDEN)])  # a micro-batch is really (2, 4, HIDDEN)
+    set_p2p_tensor_dtype(torch.float32)
+    torch.manual_seed(7)
+    model = DualPipe([PipelineStage(HIDDEN), PipelineStage(HIDDEN)], timeout=10)
+    x = torch.randn(8, 4, HIDDEN)
+    try:
+        model.step(x, num_chunks=8, criterion=criterion, labels=(x,))
+    except RuntimeError as e:
+        return str(e)
+    return None
+
+
+def test_declared_p2p_shapes_are_checked_against_what_is_received():
+    messages = run_ranks(declared_shape_check, 2, deadline_s=60)
+    assert any(m and "[2, 5, 8]" in m and "[2, 4, 8]" in m and "declared" in m for m in messages), messages
