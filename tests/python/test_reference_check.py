@@ -15,7 +15,20 @@ from ranks import run_ranks
 from reference_model import PipelineStage, PlainStage, cal_diff, criterion, ref_step
 
 MICRO_BATCH, SEQ_LEN, HIDDEN = 3, 8, 16
-STAGES = {"overlap": PipelineStage, "plain": PlainStage}
+
+
+class CountingStage(PipelineStage):
+    """Counts the FB pairs that went through the overlap hook."""
+
+    calls = 0
+
+    @classmethod
+    def overlapped_forward_backward(cls, *args):
+        cls.calls += 1
+        return super().overlapped_forward_backward(*args)
+
+
+STAGES = {"overlap": PipelineStage, "plain": PlainStage, "counting": CountingStage}
 
 
 def _batch(num_chunks):
@@ -44,7 +57,7 @@ def dualpipe_check(rank, pp_size, num_chunks, stage_name, sync_in_engine):
     local_modules = nn.Sequential(_copy(stage_class, local_full_modules[0]),
                                   _copy(stage_class, local_full_modules[1]))
     model = DualPipe(local_modules, sync_mirror_gradients=sync_in_engine)
-    assert model.overlapped_forward_backward == (stage_name == "overlap")
+    assert model.overlapped_forward_backward == (stage_name != "plain")
     if is_first_rank:
         x, l = full_x.chunk(2)[0], full_l.chunk(2)[1]
     elif is_last_rank:
@@ -88,7 +101,7 @@ def dualpipe_check(rank, pp_size, num_chunks, stage_name, sync_in_engine):
     else:
         assert loss is None and outputs is None
     assert all(p.grad is None or not p.grad.any() for p in local_modules.parameters())
-    return max(diffs)
+    return max(diffs), CountingStage.calls
 
 
 def dualpipev_check(rank, pp_size, num_chunks, stage_name):
@@ -140,12 +153,19 @@ long_only = pytest.mark.skipif(not LONG, reason="long test: set DUALPIPE_LONG_TE
     pytest.param(6, 20, "overlap", marks=long_only), pytest.param(8, 20, "overlap", marks=long_only),
 ])
 def test_dualpipe_matches_the_single_process_loop(pp_size, num_chunks, stage_name):
-    diffs = run_ranks(dualpipe_check, pp_size, num_chunks, stage_name, False)
-    assert max(diffs) < 1e-13
+    results = run_ranks(dualpipe_check, pp_size, num_chunks, stage_name, False)
+    assert max(diff for diff, _ in results) < 1e-13
 
 
 def test_dualpipe_sums_the_copies_when_asked():
     run_ranks(dualpipe_check, 4, 8, "overlap", True)
+
+
+def test_fb_pairs_go_through_the_modules_overlap_hook():
+    results = run_ranks(dualpipe_check, 2, 10, "counting", False)
+    # PP 2, 10 chunks: the main phase of the schedule pairs an F with a B on every rank; the
+    # pairs go through the modules' class hook (the inference step has none).
+    assert all(calls > 0 for _, calls in results), results
 
 
 @pytest.mark.parametrize("pp_size,num_chunks", [(1, 2), (1, 6), (2, 4), (2, 10), (3, 6),
