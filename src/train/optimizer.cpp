@@ -89,6 +89,24 @@ void AdamW::load_state(const NamedTensors& in, const std::string& prefix) {
   step_ = fetch(prefix + "step", at::Tensor()).item<int64_t>();
 }
 
+void AdamW::set_state(const std::vector<std::vector<at::Tensor>>& moments, int64_t step) {
+  if (moments.size() != params_.size()) {
+    throw std::invalid_argument("AdamW::set_state got moments of " +
+                                std::to_string(moments.size()) + " parameters, it updates " +
+                                std::to_string(params_.size()));
+  }
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    if (moments[i].size() != 2 || !moments[i][0].sizes().equals(params_[i].sizes()) ||
+        !moments[i][1].sizes().equals(params_[i].sizes())) {
+      throw std::invalid_argument("AdamW::set_state: the moments of " + names_[i] +
+                                  " do not have its shape " + c10::str(params_[i].sizes()));
+    }
+    exp_avg_[i].copy_(moments[i][0]);
+    exp_avg_sq_[i].copy_(moments[i][1]);
+  }
+  step_ = step;
+}
+
 double learning_rate_at(int step, int total_steps, int warmup_steps, double lr) {
   if (warmup_steps > 0 && step <= warmup_steps) {
     return lr * static_cast<double>(step) / static_cast<double>(warmup_steps);

@@ -57,10 +57,11 @@ int checked_world_size(const TrainConfig& config, const runtime::DistributedCont
 
 // "PP=2 x EP=2 x DP=2, ZeRO-1": the grid and how the optimiser state lies on it.
 std::string describe_grid(int pp, int ep, int dp, bool sharded) {
-  return "PP=" + std::to_string(pp) + " x EP=" + std::to_string(ep) +
-         " x DP=" + std::to_string(dp) +
-         (sharded ? ", ZeRO-1 (AdamW moments sharded over DP)"
-                  : ", AdamW moments replicated on every DP rank");
+  const std::string grid =
+      "PP=" + std::to_string(pp) + " x EP=" + std::to_string(ep) + " x DP=" + std::to_string(dp);
+  if (dp == 1) return grid;
+  return grid + (sharded ? ", ZeRO-1 (AdamW moments sharded over DP)"
+                         : ", AdamW moments replicated on every DP rank");
 }
 
 // The PP x EP x DP grid of the job, connected. Collective over the world.
@@ -214,6 +215,9 @@ class Trainer {
  private:
   void resume();
   void check_checkpoint_fits(const Manifest& manifest) const;
+  // Loads a checkpoint written with another DP size or ZeRO stage: the weights, the optimiser
+  // state reassembled from the saved DP group's files and cut into this layout, the EPLB counts.
+  void reshard_from(const Manifest& manifest, int saved_dp, bool saved_sharded);
   void start_run_folder();  // leader
   void evaluate_before_training();
   // One optimiser step; the run's result when the run ends at it, nullopt to go on.
@@ -350,21 +354,81 @@ RunResult Trainer::run() {
 void Trainer::resume() {
   const Manifest manifest = read_latest_checkpoint(config_.run_dir);
   check_checkpoint_fits(manifest);
-  const NamedTensors tensors = load_rank_file(config_.run_dir, manifest, context_.env.rank);
-  for (std::size_t slot = 0; slot < model_.stages.size(); ++slot) {
-    load_stage_state(*model_.stages[slot], model_.stage_of_slot[slot], tensors);
-  }
-  if (zero_) {
-    zero_->load_state(tensors, "opt.");
+  const int saved_dp = manifest.layout.value("dp", 1);
+  const bool saved_sharded = manifest.layout.value("zero", 0) == 1;
+  if (saved_dp == config_.dp && saved_sharded == config_.sharded_optimizer()) {
+    const NamedTensors tensors = load_rank_file(config_.run_dir, manifest, context_.env.rank);
+    for (std::size_t slot = 0; slot < model_.stages.size(); ++slot) {
+      load_stage_state(*model_.stages[slot], model_.stage_of_slot[slot], tensors);
+    }
+    if (zero_) {
+      zero_->load_state(tensors, "opt.");
+    } else {
+      model_.optimizer.load_state(tensors, "opt.");
+    }
+    balancer_.load_counts(tensors);
   } else {
-    model_.optimizer.load_state(tensors, "opt.");
+    reshard_from(manifest, saved_dp, saved_sharded);
   }
   if (!manifest.expert_placement.empty()) balancer_.restore_placement(manifest.expert_placement);
-  balancer_.load_counts(tensors);
   data_.loader.set_position(manifest.data_position);
   start_step_ = manifest.step;
   if (manifest.config.contains("initial_held_out_loss")) {
     initial_held_out_ = manifest.config["initial_held_out_loss"].get<double>();
+  }
+}
+
+void Trainer::reshard_from(const Manifest& manifest, int saved_dp, bool saved_sharded) {
+  // The files of the saved DP group at this rank's (pp, ep) position, by saved DP rank: they
+  // hold the same stages (the grid's PP and EP are part of the config hash).
+  std::vector<NamedTensors> files;
+  for (int d = 0; d < saved_dp; ++d) {
+    const int rank = (d * config_.ep + ep_rank_) * config_.num_ranks + rank_;
+    files.push_back(load_rank_file(config_.run_dir, manifest, rank));
+  }
+  for (std::size_t slot = 0; slot < model_.stages.size(); ++slot) {
+    load_stage_state(*model_.stages[slot], model_.stage_of_slot[slot], files[0]);
+  }
+  std::vector<std::vector<at::Tensor>> moments;
+  if (saved_sharded) {
+    moments = ShardedAdamW::moments_from_shards(model_.parameters, files, "opt.");
+  } else {
+    for (const std::string& name : model_.parameter_names) {
+      auto m = files[0].find("opt." + name + ".exp_avg");
+      auto v = files[0].find("opt." + name + ".exp_avg_sq");
+      if (m == files[0].end() || v == files[0].end()) {
+        throw std::invalid_argument("checkpoint rank file lacks the AdamW moments of " + name);
+      }
+      moments.push_back({m->second, v->second});
+    }
+  }
+  auto step = files[0].find("opt.step");
+  if (step == files[0].end()) throw std::invalid_argument("checkpoint rank file lacks opt.step");
+  if (zero_) {
+    zero_->set_state(moments, step->second.item<int64_t>());
+  } else {
+    model_.optimizer.set_state(moments, step->second.item<int64_t>());
+  }
+  // NOTE: the token counts of the open EPLB window are summed over every rank before a
+  // rebalance; DP replica 0 takes the saved group's sum, the others start from zero, so the
+  // sums stay what they were.
+  NamedTensors counts;
+  if (dp_rank_ == 0) {
+    for (const NamedTensors& file : files) {
+      for (const auto& [key, tensor] : file) {
+        if (key.rfind("eplb.", 0) != 0) continue;
+        auto [it, inserted] = counts.emplace(key, tensor.clone());
+        if (!inserted) it->second.add_(tensor);
+      }
+    }
+  }
+  balancer_.load_counts(counts);
+  if (leader_) {
+    out_ << "resharding the optimiser state of the checkpoint from "
+         << describe_grid(config_.num_ranks, config_.ep, saved_dp, saved_sharded) << " to "
+         << describe_grid(config_.num_ranks, config_.ep, config_.dp, config_.sharded_optimizer())
+         << "\n"
+         << std::flush;
   }
 }
 
@@ -374,24 +438,16 @@ void Trainer::check_checkpoint_fits(const Manifest& manifest) const {
                                 manifest.config_hash + ", this run has " + config_hash_ +
                                 " (model, batch, optimiser, seed and data must not change)");
   }
-  // NOTE: resharding (another dp or zero) is not supported: the shards of a flat buffer per rank
-  // would have to be reassembled across rank files. The message names both layouts.
-  const int saved_dp = manifest.layout.value("dp", 1);
-  const bool saved_sharded = manifest.layout.value("zero", 0) == 1;
-  if (saved_dp != config_.dp || saved_sharded != config_.sharded_optimizer()) {
+  // NOTE: the config hash covers PP and EP; DP and the ZeRO stage may change (resume reshards).
+  const int saved_world = config_.num_ranks * config_.ep * manifest.layout.value("dp", 1);
+  if (manifest.num_ranks != saved_world || static_cast<int>(manifest.files.size()) != saved_world) {
     throw std::invalid_argument(
-        "checkpoint in " + config_.run_dir + " was written by " +
+        "checkpoint has " + std::to_string(manifest.num_ranks) + " ranks and " +
+        std::to_string(manifest.files.size()) + " rank files; its layout " +
         describe_grid(manifest.layout.value("pp", config_.num_ranks),
-                      manifest.layout.value("ep", config_.ep), saved_dp, saved_sharded) +
-        "; this run is " +
-        describe_grid(config_.num_ranks, config_.ep, config_.dp, config_.sharded_optimizer()) +
-        ". Resharding the optimiser state is not supported: resume with --dp " +
-        std::to_string(saved_dp) + " --zero " + std::to_string(saved_sharded ? 1 : 0));
-  }
-  if (manifest.num_ranks != world_size_ || static_cast<int>(manifest.files.size()) != world_size_) {
-    throw std::invalid_argument("checkpoint has " + std::to_string(manifest.num_ranks) +
-                                " rank files, this run has " + std::to_string(world_size_) +
-                                " ranks");
+                      manifest.layout.value("ep", config_.ep), manifest.layout.value("dp", 1),
+                      manifest.layout.value("zero", 0) == 1) +
+        " needs " + std::to_string(saved_world));
   }
 }
 

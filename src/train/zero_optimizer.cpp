@@ -4,6 +4,7 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 
@@ -36,35 +37,45 @@ ShardedAdamW::ShardedAdamW(std::vector<std::string> names, std::vector<at::Tenso
   DUALPIPE_CHECK(group_, "ShardedAdamW needs a data-parallel communicator, got none");
   rank_ = group_->getRank();
   size_ = group_->getSize();
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    DUALPIPE_CHECK(params_[i].is_contiguous(), "ShardedAdamW: parameter ", names_[i],
+                   " is not contiguous");
+  }
+  buckets_ = make_buckets(params_, size_, rank_);
+}
+
+std::vector<ShardedAdamW::Bucket> ShardedAdamW::make_buckets(const std::vector<at::Tensor>& params,
+                                                             int size, int rank) {
+  std::vector<Bucket> buckets;
   // NOTE: the same bucketing as runtime::flatten_gradients (by dtype and device, in order of
   // first appearance), so step() can take its flat gradients as they come.
-  for (std::size_t i = 0; i < params_.size(); ++i) {
-    const at::Tensor& p = params_[i];
-    DUALPIPE_CHECK(p.is_contiguous(), "ShardedAdamW: parameter ", names_[i], " is not contiguous");
-    auto it = std::find_if(buckets_.begin(), buckets_.end(), [&](const Bucket& b) {
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const at::Tensor& p = params[i];
+    auto it = std::find_if(buckets.begin(), buckets.end(), [&](const Bucket& b) {
       return b.options.dtype() == p.dtype() && b.options.device() == p.device();
     });
-    if (it == buckets_.end()) {
-      buckets_.emplace_back();
-      buckets_.back().options = p.options();
-      it = std::prev(buckets_.end());
+    if (it == buckets.end()) {
+      buckets.emplace_back();
+      buckets.back().options = p.options();
+      it = std::prev(buckets.end());
     }
     it->params.push_back(static_cast<int>(i));
     it->offsets.push_back(it->numel);
     it->numel += p.numel();
   }
-  for (Bucket& b : buckets_) {
-    b.shard_numel = (b.numel + size_ - 1) / size_;
-    b.begin = std::min(b.numel, rank_ * b.shard_numel);
-    b.end = std::min(b.numel, (rank_ + 1) * b.shard_numel);
+  for (Bucket& b : buckets) {
+    b.shard_numel = (b.numel + size - 1) / size;
+    b.begin = std::min(b.numel, rank * b.shard_numel);
+    b.end = std::min(b.numel, (rank + 1) * b.shard_numel);
     b.exp_avg = at::zeros({b.end - b.begin}, b.options);
     b.exp_avg_sq = at::zeros({b.end - b.begin}, b.options);
   }
+  return buckets;
 }
 
 void ShardedAdamW::copy_range(const Bucket& bucket, int64_t begin, int64_t end,
                               const std::vector<at::Tensor>& tensors, at::Tensor& flat,
-                              bool to_tensors) const {
+                              bool to_tensors) {
   c10::NoGradGuard no_grad;
   for (std::size_t k = 0; k < bucket.params.size(); ++k) {
     const at::Tensor& t = tensors[static_cast<std::size_t>(bucket.params[k])];
@@ -139,7 +150,7 @@ int64_t ShardedAdamW::state_bytes() const {
 nlohmann::json ShardedAdamW::layout() const {
   nlohmann::json buckets = nlohmann::json::array();
   for (const Bucket& b : buckets_) {
-    buckets.push_back({{"dtype", std::string(b.options.dtype().name())},
+    buckets.push_back({{"dtype", c10::toString(b.options.dtype().toScalarType())},
                        {"numel", b.numel},
                        {"shard_begin", b.begin},
                        {"shard_end", b.end}});
@@ -150,8 +161,8 @@ nlohmann::json ShardedAdamW::layout() const {
 std::vector<std::vector<at::Tensor>> ShardedAdamW::gather_moments() const {
   std::vector<at::Tensor> exp_avg, exp_avg_sq;
   for (const at::Tensor& p : params_) {
-    exp_avg.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
-    exp_avg_sq.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
+    exp_avg.push_back(at::zeros(p.sizes(), p.options()));
+    exp_avg_sq.push_back(at::zeros(p.sizes(), p.options()));
   }
   for (const Bucket& bucket : buckets_) {
     all_gather_into(bucket, bucket.exp_avg, exp_avg);
@@ -174,6 +185,51 @@ void ShardedAdamW::scatter_moments(const std::vector<std::vector<at::Tensor>>& m
     copy_range(bucket, bucket.begin, bucket.end, exp_avg, bucket.exp_avg, false);
     copy_range(bucket, bucket.begin, bucket.end, exp_avg_sq, bucket.exp_avg_sq, false);
   }
+}
+
+void ShardedAdamW::set_state(const std::vector<std::vector<at::Tensor>>& moments, int64_t step) {
+  scatter_moments(moments);
+  step_ = step;
+}
+
+std::vector<std::vector<at::Tensor>> ShardedAdamW::moments_from_shards(
+    const std::vector<at::Tensor>& params, const std::vector<NamedTensors>& shards,
+    const std::string& prefix) {
+  const int size = static_cast<int>(shards.size());
+  DUALPIPE_CHECK_GE(size, 1, "moments_from_shards needs at least one shard; ");
+  std::vector<at::Tensor> exp_avg, exp_avg_sq;
+  for (const at::Tensor& p : params) {
+    exp_avg.push_back(at::zeros(p.sizes(), p.options()));
+    exp_avg_sq.push_back(at::zeros(p.sizes(), p.options()));
+  }
+  for (int d = 0; d < size; ++d) {
+    const std::vector<Bucket> buckets = make_buckets(params, size, d);
+    std::vector<int64_t> want = {size, d};
+    for (const Bucket& b : buckets) want.push_back(b.numel);
+    auto entry = [&](const std::string& key) {
+      auto it = shards[d].find(prefix + key);
+      DUALPIPE_CHECK(it != shards[d].end(), "optimizer shard ", d, " of ", size, " lacks ",
+                     prefix + key);
+      return it->second;
+    };
+    const at::Tensor layout = entry("zero.layout").to(at::kLong);
+    const at::Tensor expected = at::tensor(want, at::kLong);
+    DUALPIPE_CHECK(layout.sizes().equals(expected.sizes()) && at::equal(layout, expected),
+                   "optimizer shard file ", d, " is ", describe_layout(layout), ", expected ",
+                   describe_layout(expected));
+    for (std::size_t b = 0; b < buckets.size(); ++b) {
+      const std::string key = "zero." + std::to_string(b);
+      at::Tensor m = entry(key + ".exp_avg").to(buckets[b].options);
+      at::Tensor v = entry(key + ".exp_avg_sq").to(buckets[b].options);
+      DUALPIPE_CHECK_EQ(m.numel(), buckets[b].end - buckets[b].begin, "optimizer shard ", d,
+                        " bucket ", b, ": ");
+      copy_range(buckets[b], buckets[b].begin, buckets[b].end, exp_avg, m, /*to_tensors=*/true);
+      copy_range(buckets[b], buckets[b].begin, buckets[b].end, exp_avg_sq, v, true);
+    }
+  }
+  std::vector<std::vector<at::Tensor>> moments;
+  for (std::size_t i = 0; i < params.size(); ++i) moments.push_back({exp_avg[i], exp_avg_sq[i]});
+  return moments;
 }
 
 void ShardedAdamW::save_state(NamedTensors& out, const std::string& prefix) const {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "cli_process.h"
+#include "dualpipe/schedule/registry.h"
 #include "dualpipe/train/checkpoint.h"
 #include "dualpipe/train/metrics.h"
 #include "dualpipe/train/reference.h"
@@ -44,7 +45,7 @@ const std::vector<std::string> kSmall = {
     "32",    "--eval-interval", "1000", "--eval-windows",    "8", "--warmup",
     "2"};
 
-TrainConfig small_config(int ep, int steps) {
+TrainConfig small_config(int ep, int steps, const std::string& schedule = "dualpipe") {
   // NOTE: the launcher runs every rank with OMP_NUM_THREADS=1; the in-process reference must be
   // single-threaded too (see train_cli_test.cpp).
   at::set_num_threads(1);
@@ -53,6 +54,7 @@ TrainConfig small_config(int ep, int steps) {
     set(1);
   }
   TrainConfig c;
+  c.schedule = schedule;
   c.num_ranks = 2;
   c.ep = ep;
   c.num_layers = 4;
@@ -121,9 +123,9 @@ void expect_same_weights(const std::vector<NamedTensors>& a, const std::vector<N
   }
 }
 
-// PP=2 x DP=2: the losses of the single-process reference on the whole global batch, and
-// ZeRO-1 and replicated optimiser state give the same losses and weights bit for bit (the same
-// allreduce, the same element-wise AdamW).
+// PP=2 x DP=2: the losses of the single-process reference on the whole global batch, ZeRO-1
+// and replicated optimiser state give the same losses and weights bit for bit (the same
+// allreduce, the same element-wise AdamW), and a resume with another --zero or --dp reshards.
 TEST(DataParallelCli, Pp2Dp2MatchesTheReferenceAndZeroMatchesReplicated) {
   const fs::path zero = fresh_dir("dp2_zero"), replicated = fresh_dir("dp2_replicated");
   const std::vector<std::string> args = with(kSmall, {"--dp", "2", "--steps", "4"});
@@ -152,13 +154,39 @@ TEST(DataParallelCli, Pp2Dp2MatchesTheReferenceAndZeroMatchesReplicated) {
   ASSERT_EQ(sharded.size(), 4u);
   for (std::size_t r = 0; r < 4; ++r) EXPECT_NEAR(sharded[r] / whole[r], 0.5, 1e-3) << r;
 
-  // Resuming with another --dp is refused, naming both layouts.
-  const fs::path other_log = zero.string() + ".resume-dp1";
-  EXPECT_NE(run({"train", "--resume", zero.string(), "--dp", "1", "--steps", "5"}, other_log), 0);
-  const std::string refusal = read_text(other_log);
-  EXPECT_NE(refusal.find("PP=2 x EP=1 x DP=2, ZeRO-1"), std::string::npos) << refusal;
-  EXPECT_NE(refusal.find("this run is PP=2 x EP=1 x DP=1"), std::string::npos) << refusal;
-  EXPECT_NE(refusal.find("resume with --dp 2 --zero 1"), std::string::npos) << refusal;
+  // Resuming reshards. ZeRO-1 -> replicated state at DP=2 continues bit for bit like the
+  // replicated run (the same arithmetic from the same state); DP=2 -> DP=1 to float32 rounding
+  // (the DP sum is gone).
+  const std::vector<std::string> more = {"--steps", "6"};
+  const fs::path to_replicated = fresh_dir("dp2_to_replicated"), to_dp1 = fresh_dir("dp2_to_dp1");
+  fs::copy(zero, to_replicated, fs::copy_options::recursive);
+  fs::copy(zero, to_dp1, fs::copy_options::recursive);
+  ASSERT_EQ(
+      run(with({"train", "--resume", replicated.string()}, more), replicated.string() + ".log2"), 0)
+      << read_text(replicated.string() + ".log2");
+  ASSERT_EQ(run(with({"train", "--resume", to_replicated.string(), "--zero", "0"}, more),
+                to_replicated.string() + ".log2"),
+            0)
+      << read_text(to_replicated.string() + ".log2");
+  const std::string log2 = read_text(to_replicated.string() + ".log2");
+  EXPECT_NE(log2.find("resharding the optimiser state of the checkpoint from PP=2 x EP=1 x DP=2, "
+                      "ZeRO-1"),
+            std::string::npos)
+      << log2;
+  EXPECT_EQ(losses_of(to_replicated), losses_of(replicated));
+  expect_same_weights(weights_of(to_replicated), weights_of(replicated));
+  ASSERT_EQ(run(with({"train", "--resume", to_dp1.string(), "--dp", "1"}, more),
+                to_dp1.string() + ".log2"),
+            0)
+      << read_text(to_dp1.string() + ".log2");
+  const std::vector<double> want = losses_of(replicated), got = losses_of(to_dp1);
+  ASSERT_EQ(got.size(), 6u);
+  for (std::size_t i = 4; i < 6; ++i) {
+    EXPECT_NEAR(got[i], want[i], kRelativeTolerance * want[i]) << "step " << i + 1;
+  }
+  EXPECT_EQ(read_latest_checkpoint(to_dp1.string()).files.size(), 2u);
+  fs::remove_all(to_replicated);
+  fs::remove_all(to_dp1);
   fs::remove_all(zero);
   fs::remove_all(replicated);
 }
@@ -235,6 +263,23 @@ TEST(DataParallelCli, SigkillThenResumeIsBitIdentical) {
   fs::remove_all(whole);
   fs::remove_all(killed);
 }
+
+// Every schedule of the registry trains at PP=2 x DP=2 with ZeRO-1 to the reference's losses.
+class DataParallelSchedules : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DataParallelSchedules, Pp2Dp2MatchesTheReference) {
+  const fs::path dir = fresh_dir("dp2_" + GetParam());
+  ASSERT_EQ(run(with(kSmall, {"--schedule", GetParam(), "--dp", "2", "--steps", "2", "--run-dir",
+                              dir.string()}),
+                dir.string() + ".log"),
+            0)
+      << read_text(dir.string() + ".log");
+  expect_close_to_reference(losses_of(dir), train_reference(small_config(1, 2, GetParam())));
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(EverySchedule, DataParallelSchedules,
+                         ::testing::ValuesIn(schedule::schedule_names()));
 
 }  // namespace
 }  // namespace dualpipe::train

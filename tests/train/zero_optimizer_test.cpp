@@ -60,6 +60,7 @@ TEST_P(ShardedAdamWTest, MatchesReplicatedAdamWBitForBitWithAShardOfTheState) {
   const std::chrono::milliseconds timeout(20000);
   AdamWOptions options;
   options.weight_decay = 0.1;
+  std::vector<NamedTensors> saved_by_rank(static_cast<std::size_t>(size));
   const auto errors = run_ranks(size, [&](int rank, runtime::CommunicatorPtr comm) {
     std::vector<at::Tensor> replicated = make_params(), sharded = make_params();
     AdamW adam(names_of(replicated), replicated, options);
@@ -91,6 +92,17 @@ TEST_P(ShardedAdamWTest, MatchesReplicatedAdamWBitForBitWithAShardOfTheState) {
     // A saved shard, loaded into a fresh optimiser, continues bit for bit.
     NamedTensors saved;
     zero.save_state(saved, "opt.");
+    // Every rank's saved shard, put together, gives the whole moments (a resharding resume).
+    saved_by_rank[static_cast<std::size_t>(rank)] = saved;
+    comm->barrier()->wait();
+    const std::vector<std::vector<at::Tensor>> assembled =
+        ShardedAdamW::moments_from_shards(sharded, saved_by_rank, "opt.");
+    for (std::size_t i = 0; i < replicated.size(); ++i) {
+      const std::vector<at::Tensor> want = adam.state_of(replicated[i]);
+      EXPECT_TRUE(at::equal(assembled[i][0], want[0])) << "assembled exp_avg " << i;
+      EXPECT_TRUE(at::equal(assembled[i][1], want[1])) << "assembled exp_avg_sq " << i;
+    }
+    comm->barrier()->wait();
     std::vector<at::Tensor> copy;
     for (const at::Tensor& p : sharded) copy.push_back(p.detach().clone().requires_grad_());
     ShardedAdamW resumed(names_of(copy), copy, options, comm, timeout);

@@ -46,6 +46,10 @@ class AdamW {
 
   // Copies of the moments as "<prefix><name>.exp_avg" / ".exp_avg_sq" plus "<prefix>step".
   void save_state(NamedTensors& out, const std::string& prefix) const;
+  // Replaces the moments (moments[i] = {exp_avg, exp_avg_sq} of parameter i, copied) and the
+  // step count, e.g. from a resharded ZeRO-1 state. Throws std::invalid_argument on a count or
+  // shape mismatch.
+  void set_state(const std::vector<std::vector<at::Tensor>>& moments, int64_t step);
   // Restores what save_state() wrote. Throws std::invalid_argument naming a missing entry or a
   // shape mismatch.
   void load_state(const NamedTensors& in, const std::string& prefix);

@@ -75,7 +75,7 @@ TrainConfig load_config_file(const std::string& path, const TrainConfig& base = 
 // Hex digest of the options that change the arithmetic of training (model, pipeline, batch,
 // optimiser, seed, data): a checkpoint may be resumed only by a run with the same hash. Steps,
 // intervals and the run folder are left out, so a resumed run may train longer; so are dp and
-// zero, the layout of the state, which the trainer checks against the checkpoint's by name.
+// zero, the layout of the state, which a resume reshards.
 std::string config_hash(const TrainConfig& config);
 
 }  // namespace dualpipe::train

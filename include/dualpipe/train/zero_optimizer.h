@@ -58,6 +58,17 @@ class ShardedAdamW {
   // Takes this rank's shard of `moments` (as gather_moments returned them, possibly changed
   // since, the same on every rank) as its state. Local; no communication.
   void scatter_moments(const std::vector<std::vector<at::Tensor>>& moments);
+  // scatter_moments(moments) and the step count `step`: the state of a replicated optimiser, or
+  // of another group size (see moments_from_shards), resharded. Local.
+  void set_state(const std::vector<std::vector<at::Tensor>>& moments, int64_t step);
+
+  // Every parameter's whole moments {exp_avg, exp_avg_sq} from the shards that save_state wrote
+  // on each rank of a group of shards.size() ranks (shards[d]: rank d's), for parameters laid
+  // out as `params`. Pure. Throws std::invalid_argument when an entry is missing or the shards'
+  // layouts do not tile the flat buffers of `params`.
+  static std::vector<std::vector<at::Tensor>> moments_from_shards(
+      const std::vector<at::Tensor>& params, const std::vector<NamedTensors>& shards,
+      const std::string& prefix);
 
   // This rank's shard as "<prefix>zero.<bucket>.exp_avg" / ".exp_avg_sq", "<prefix>zero.layout"
   // (dp, dp_rank and each bucket's numel) and "<prefix>step".
@@ -76,10 +87,13 @@ class ShardedAdamW {
     int64_t begin = 0, end = 0;      // this rank's shard [begin, end) of the flat buffer
     at::Tensor exp_avg, exp_avg_sq;  // [end - begin]
   };
+  // The buckets of `params` for shard `rank` of `size`, with zero moments.
+  static std::vector<Bucket> make_buckets(const std::vector<at::Tensor>& params, int size,
+                                          int rank);
   // Copies elements [begin, end) of the bucket's flat view of `tensors` (one per parameter of
   // the whole list, as params_) into `flat` ([end - begin]), or back from it with `to_tensors`.
-  void copy_range(const Bucket& bucket, int64_t begin, int64_t end,
-                  const std::vector<at::Tensor>& tensors, at::Tensor& flat, bool to_tensors) const;
+  static void copy_range(const Bucket& bucket, int64_t begin, int64_t end,
+                         const std::vector<at::Tensor>& tensors, at::Tensor& flat, bool to_tensors);
   // Fills every rank's shard of the bucket from `local` (this rank's, [end - begin]) into
   // `tensors` (whole, one per parameter). Collective.
   void all_gather_into(const Bucket& bucket, const at::Tensor& local,
