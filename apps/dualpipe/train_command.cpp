@@ -1,5 +1,5 @@
 // `dualpipe train`: trains the byte-level MoE decoder with a pipeline schedule on local ranks.
-// Without a launcher around it, it re-executes itself as num_ranks * ep local ranks
+// Without a launcher around it, it re-executes itself as num_ranks * ep * dp local ranks
 // (runtime::launch_local); each rank then runs train::train_rank.
 #include <csignal>
 #include <cstdlib>
@@ -124,7 +124,7 @@ int launch_job(const TrainOptions& o) {
     train::verify_checkpoint_files(o.resume_dir, train::read_latest_checkpoint(o.resume_dir),
                                    std::cerr);
   }
-  const int world = config.num_ranks * config.ep;
+  const int world = config.world_size();
   int code = 1;
   try {
     if (world == 1) {
@@ -169,6 +169,12 @@ Command add_train_command(CLI::App& app) {
   add(sub, *o, "--schedule", &train::TrainConfig::schedule, "Pipeline schedule: " + names);
   add(sub, *o, "--ranks,--num-ranks", &train::TrainConfig::num_ranks, "Pipeline ranks");
   add(sub, *o, "--ep", &train::TrainConfig::ep, "Expert-parallel ranks per pipeline rank");
+  add(sub, *o, "--dp", &train::TrainConfig::dp,
+      "Data-parallel pipeline replicas, each taking microbatch-size/dp sequences of every "
+      "micro-batch");
+  add(sub, *o, "--zero", &train::TrainConfig::zero,
+      "1: ZeRO-1, the AdamW moments sharded over the DP replicas; 0: replicated (no effect at "
+      "--dp 1)");
   add(sub, *o, "--layers", &train::TrainConfig::num_layers,
       "Decoder layers, a multiple of the number of stages (default: 4, or the smallest multiple "
       "of the stages above it, e.g. 8 for dualpipev on 4 ranks)");

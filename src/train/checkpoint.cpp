@@ -249,6 +249,7 @@ nlohmann::json to_json(const Manifest& m) {
                       {"config", m.config},
                       {"losses", m.losses},
                       {"expert_placement", m.expert_placement}};
+  if (!m.layout.empty()) json["layout"] = m.layout;
   if (!m.file_digests.empty()) json["file_digests"] = digests;
   return json;
 }
@@ -274,6 +275,11 @@ Manifest manifest_from_json(const nlohmann::json& json) {
     m.expert_placement = get<std::vector<std::vector<int>>>(json, "expert_placement");
   }
   if (json.contains("file_digests")) m.file_digests = digests_from_json(json["file_digests"]);
+  if (json.contains("layout")) {
+    DUALPIPE_CHECK(json["layout"].is_object(), "manifest \"layout\" must be an object, got ",
+                   json["layout"].dump());
+    m.layout = json["layout"];
+  }
   check_consistent(m);
   return m;
 }

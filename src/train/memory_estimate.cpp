@@ -56,9 +56,13 @@ MemoryEstimate estimate(const TrainConfig& c, int seq_len, int peak) {
   }
   MemoryEstimate e;
   e.peak_activations = peak;
-  // Parameter, gradient and the two AdamW moments.
-  e.parameter_bytes = 4.0 * kFloatBytes * stages_per_rank * stage_parameter_count(c);
-  e.activation_bytes = (peak + 1.0) * stage_activation_bytes(c, seq_len);
+  // Parameter, gradient and the two AdamW moments (1/dp of them with ZeRO-1).
+  const double moments = c.sharded_optimizer() ? 2.0 / c.dp : 2.0;
+  e.parameter_bytes = (2.0 + moments) * kFloatBytes * stages_per_rank * stage_parameter_count(c);
+  // A data-parallel replica runs micro-batches of microbatch_size / dp sequences.
+  TrainConfig replica = c;
+  replica.microbatch_size = c.microbatch_size / c.dp;
+  e.activation_bytes = (peak + 1.0) * stage_activation_bytes(replica, seq_len);
   return e;
 }
 
@@ -91,7 +95,7 @@ std::uint64_t available_memory_bytes() {
 void check_memory_fits(const TrainConfig& config, std::uint64_t available_bytes) {
   if (available_bytes == 0) return;
   const int peak = peak_activations(config);
-  const double ranks = double(config.num_ranks) * config.ep;
+  const double ranks = double(config.world_size());
   const MemoryEstimate e = estimate(config, config.seq_len, peak);
   if (ranks * e.total() <= double(available_bytes)) return;
   // The largest seq_len that would fit, everything else equal (the estimate grows with it).

@@ -30,21 +30,33 @@ std::vector<at::Tensor> AdamW::state_of(const at::Tensor& parameter) const {
   return {exp_avg_[it->second], exp_avg_sq_[it->second]};
 }
 
-void AdamW::step(double lr) {
+void adamw_update(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg,
+                  at::Tensor& exp_avg_sq, double lr, int64_t step, const AdamWOptions& options) {
   c10::NoGradGuard no_grad;
+  const double bias1 = 1.0 - std::pow(options.beta1, static_cast<double>(step));
+  const double bias2 = 1.0 - std::pow(options.beta2, static_cast<double>(step));
+  if (options.weight_decay > 0) param.mul_(1.0 - lr * options.weight_decay);
+  exp_avg.mul_(options.beta1).add_(grad, 1.0 - options.beta1);
+  exp_avg_sq.mul_(options.beta2).addcmul_(grad, grad, 1.0 - options.beta2);
+  const at::Tensor denom = (exp_avg_sq / bias2).sqrt_().add_(options.eps);
+  param.addcdiv_(exp_avg, denom, -lr / bias1);
+}
+
+void AdamW::step(double lr) {
   ++step_;
-  const double bias1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_));
-  const double bias2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_));
   for (std::size_t i = 0; i < params_.size(); ++i) {
-    at::Tensor& p = params_[i];
-    const at::Tensor& g = p.grad();
+    const at::Tensor& g = params_[i].grad();
     if (!g.defined()) continue;
-    if (options_.weight_decay > 0) p.mul_(1.0 - lr * options_.weight_decay);
-    exp_avg_[i].mul_(options_.beta1).add_(g, 1.0 - options_.beta1);
-    exp_avg_sq_[i].mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
-    const at::Tensor denom = (exp_avg_sq_[i] / bias2).sqrt_().add_(options_.eps);
-    p.addcdiv_(exp_avg_[i], denom, -lr / bias1);
+    adamw_update(params_[i], g, exp_avg_[i], exp_avg_sq_[i], lr, step_, options_);
   }
+}
+
+int64_t AdamW::state_bytes() const {
+  int64_t bytes = 0;
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    bytes += static_cast<int64_t>(exp_avg_[i].nbytes() + exp_avg_sq_[i].nbytes());
+  }
+  return bytes;
 }
 
 void AdamW::zero_grad() {
@@ -75,6 +87,24 @@ void AdamW::load_state(const NamedTensors& in, const std::string& prefix) {
     exp_avg_sq_[i].copy_(fetch(prefix + names_[i] + ".exp_avg_sq", exp_avg_sq_[i]));
   }
   step_ = fetch(prefix + "step", at::Tensor()).item<int64_t>();
+}
+
+void AdamW::set_state(const std::vector<std::vector<at::Tensor>>& moments, int64_t step) {
+  if (moments.size() != params_.size()) {
+    throw std::invalid_argument("AdamW::set_state got moments of " +
+                                std::to_string(moments.size()) + " parameters, it updates " +
+                                std::to_string(params_.size()));
+  }
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    if (moments[i].size() != 2 || !moments[i][0].sizes().equals(params_[i].sizes()) ||
+        !moments[i][1].sizes().equals(params_[i].sizes())) {
+      throw std::invalid_argument("AdamW::set_state: the moments of " + names_[i] +
+                                  " do not have its shape " + c10::str(params_[i].sizes()));
+    }
+    exp_avg_[i].copy_(moments[i][0]);
+    exp_avg_sq_[i].copy_(moments[i][1]);
+  }
+  step_ = step;
 }
 
 double learning_rate_at(int step, int total_steps, int warmup_steps, double lr) {

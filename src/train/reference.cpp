@@ -56,15 +56,17 @@ double train_microbatch(std::vector<std::shared_ptr<moe::MoEStage>>& stages, int
 
 ReferenceResult train_reference(const TrainConfig& config) {
   config.validate();
-  if (config.ep != 1) throw std::invalid_argument("the reference trains with ep=1 only");
   std::vector<int> every_stage(config.num_stages());
   std::iota(every_stage.begin(), every_stage.end(), 0);
   TrainableModel model = build_trainable_model(config, every_stage);
   TrainingData data = load_training_data(config);
   const int C = config.num_microbatches;
   const int64_t rows = config.microbatch_size;
+  // NOTE: with ep > 1 the global batch is ep pipelines' batches (dp does not change it); the
+  // reference trains them one after the other, with the dense experts.
+  const int ep = config.ep;
   const runtime::Criterion criterion = moe::language_model_criterion(
-      static_cast<double>(C * config.microbatch_size * config.seq_len));
+      static_cast<double>(ep * C * config.microbatch_size * config.seq_len));
   // Each direction of the schedule accumulates its share of the micro-batches in its own copy of
   // the stages (DualPipe: two halves), summed afterwards as the pipeline's mirror sync does.
   const int groups =
@@ -72,18 +74,21 @@ ReferenceResult train_reference(const TrainConfig& config) {
 
   ReferenceResult result;
   for (int step = 1; step <= config.steps; ++step) {
-    const at::Tensor windows = data.loader.next(C * rows);
-    std::vector<double> losses(C, 0.0);
-    for (int g = 0; g < groups; ++g) {
-      // Each group computes its own gradients, then adds the earlier groups' sum to them, in the
-      // order the mirror sync adds the copies.
-      std::vector<at::Tensor> earlier;
-      if (groups > 1) earlier = runtime::take_gradients(model.parameters);
-      for (int m = g * C / groups; m < (g + 1) * C / groups; ++m) {
-        losses[m] = train_microbatch(model.stages, g, m, windows.narrow(0, m * rows, rows),
-                                     config.seq_len, criterion);
+    const at::Tensor all_windows = data.loader.next(ep * C * rows);
+    std::vector<double> losses(ep * C, 0.0);
+    for (int e = 0; e < ep; ++e) {
+      const at::Tensor windows = all_windows.narrow(0, e * C * rows, C * rows);
+      for (int g = 0; g < groups; ++g) {
+        // Each group computes its own gradients, then adds the earlier groups' sum to them, in the
+        // order the mirror sync adds the copies.
+        std::vector<at::Tensor> earlier;
+        if (groups > 1) earlier = runtime::take_gradients(model.parameters);
+        for (int m = g * C / groups; m < (g + 1) * C / groups; ++m) {
+          losses[e * C + m] = train_microbatch(
+              model.stages, g, m, windows.narrow(0, m * rows, rows), config.seq_len, criterion);
+        }
+        if (groups > 1) runtime::restore_gradients(model.parameters, earlier, /*drop_new=*/false);
       }
-      if (groups > 1) runtime::restore_gradients(model.parameters, earlier, /*drop_new=*/false);
     }
     double sum = 0.0;
     for (double l : losses) sum += l;

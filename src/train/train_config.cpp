@@ -123,6 +123,9 @@ void TrainConfig::validate() const {
   // The schedule registry names the allowed schedules and the rank counts each accepts.
   schedule::schedule_placement(schedule, num_ranks);
   require(ep >= 1, "ep must be >= 1, got " + std::to_string(ep));
+  require(dp >= 1 && (zero == 0 || zero == 1),
+          "dp must be >= 1 and zero 0 or 1, got dp=" + std::to_string(dp) +
+              " zero=" + std::to_string(zero));
   require(num_layers >= 1 && num_layers % num_stages() == 0,
           "num_layers must be a positive multiple of the " + std::to_string(num_stages()) +
               " pipeline stages of " + schedule + " on " + std::to_string(num_ranks) +
@@ -149,6 +152,10 @@ void TrainConfig::validate() const {
           "num_microbatches, microbatch_size and seq_len must be >= 1, got " +
               std::to_string(num_microbatches) + ", " + std::to_string(microbatch_size) + ", " +
               std::to_string(seq_len));
+  require(microbatch_size % dp == 0,
+          "microbatch_size must be a multiple of dp (each replica takes microbatch_size/dp "
+          "sequences of every micro-batch), got microbatch_size=" +
+              std::to_string(microbatch_size) + " dp=" + std::to_string(dp));
   require(steps >= 1, "steps must be >= 1, got " + std::to_string(steps));
   require(learning_rate > 0.0, "learning_rate must be > 0, got " + std::to_string(learning_rate));
   require(warmup_steps >= 0 && weight_decay >= 0.0,
@@ -165,6 +172,8 @@ nlohmann::json to_json(const TrainConfig& c) {
   return nlohmann::json{{"schedule", c.schedule},
                         {"num_ranks", c.num_ranks},
                         {"ep", c.ep},
+                        {"dp", c.dp},
+                        {"zero", c.zero},
                         {"num_layers", c.num_layers},
                         {"hidden_size", c.hidden_size},
                         {"num_heads", c.num_heads},
@@ -201,6 +210,8 @@ TrainConfig config_from_json(const nlohmann::json& json, const TrainConfig& base
   read_key(json, "schedule", c.schedule);
   read_key(json, "num_ranks", c.num_ranks);
   read_key(json, "ep", c.ep);
+  read_key(json, "dp", c.dp);
+  read_key(json, "zero", c.zero);
   read_key(json, "num_layers", c.num_layers);
   read_key(json, "hidden_size", c.hidden_size);
   read_key(json, "num_heads", c.num_heads);
@@ -246,7 +257,7 @@ TrainConfig load_config_file(const std::string& path, const TrainConfig& base) {
 std::string config_hash(const TrainConfig& config) {
   nlohmann::json json = to_json(config);
   for (const char* key :
-       {"steps", "checkpoint_interval", "eval_interval", "eval_windows", "run_dir"}) {
+       {"steps", "checkpoint_interval", "eval_interval", "eval_windows", "run_dir", "dp", "zero"}) {
     json.erase(key);
   }
   // FNV-1a over the canonical (sorted-key) dump.

@@ -8,7 +8,8 @@
 namespace dualpipe::train {
 
 TrainableModel build_trainable_model(const TrainConfig& config, std::vector<int> stage_of_slot,
-                                     const std::shared_ptr<moe::CommStream>& stream) {
+                                     const std::shared_ptr<moe::CommStream>& stream,
+                                     bool replicated_optimizer) {
   std::vector<std::shared_ptr<moe::MoEStage>> stages;
   for (int stage : stage_of_slot) stages.push_back(build_stage(config, stage, stream));
   std::vector<std::string> names;
@@ -19,11 +20,16 @@ TrainableModel build_trainable_model(const TrainConfig& config, std::vector<int>
       parameters.push_back(item.value());
     }
   }
+  AdamW optimizer = replicated_optimizer ? AdamW(names, parameters, adamw_options(config))
+                                         : AdamW({}, {}, adamw_options(config));
+  return TrainableModel{std::move(stages), std::move(stage_of_slot), std::move(parameters),
+                        std::move(names), std::move(optimizer)};
+}
+
+AdamWOptions adamw_options(const TrainConfig& config) {
   AdamWOptions adam;
   adam.weight_decay = config.weight_decay;
-  AdamW optimizer(std::move(names), parameters, adam);
-  return TrainableModel{std::move(stages), std::move(stage_of_slot), std::move(parameters),
-                        std::move(optimizer)};
+  return adam;
 }
 
 NamedTensors model_state(const TrainableModel& model) {

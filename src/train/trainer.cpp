@@ -13,7 +13,9 @@
 #include <optional>
 #include <sstream>
 #include <stdexcept>
+#include <unordered_map>
 
+#include "dualpipe/check.h"
 #include "dualpipe/moe/comm_stream.h"
 #include "dualpipe/runtime/gradient_buffers.h"
 #include "dualpipe/runtime/pipeline.h"
@@ -28,6 +30,7 @@
 #include "dualpipe/train/pipeline_report.h"
 #include "dualpipe/train/trainable_model.h"
 #include "dualpipe/train/training_data.h"
+#include "dualpipe/train/zero_optimizer.h"
 
 namespace dualpipe::train {
 namespace {
@@ -39,22 +42,32 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Checks the config and that the world has num_ranks * ep processes; returns the world size.
+// Checks the config and that the world has num_ranks * ep * dp processes; returns the world size.
 int checked_world_size(const TrainConfig& config, const runtime::DistributedContext& context) {
   config.validate();
   const int world_size = context.world ? context.world->getSize() : 1;
-  if (world_size != config.num_ranks * config.ep) {
+  if (world_size != config.world_size()) {
     throw std::invalid_argument(
-        "training needs num_ranks * ep = " + std::to_string(config.num_ranks) + " * " +
-        std::to_string(config.ep) + " processes, got a world of " + std::to_string(world_size));
+        "training needs num_ranks * ep * dp = " + std::to_string(config.num_ranks) + " * " +
+        std::to_string(config.ep) + " * " + std::to_string(config.dp) +
+        " processes, got a world of " + std::to_string(world_size));
   }
   return world_size;
 }
 
-// The PP x EP grid of the job, connected. Collective over the world.
+// "PP=2 x EP=2 x DP=2, ZeRO-1": the grid and how the optimiser state lies on it.
+std::string describe_grid(int pp, int ep, int dp, bool sharded) {
+  const std::string grid =
+      "PP=" + std::to_string(pp) + " x EP=" + std::to_string(ep) + " x DP=" + std::to_string(dp);
+  if (dp == 1) return grid;
+  return grid + (sharded ? ", ZeRO-1 (AdamW moments sharded over DP)"
+                         : ", AdamW moments replicated on every DP rank");
+}
+
+// The PP x EP x DP grid of the job, connected. Collective over the world.
 runtime::ProcessGrid connected_grid(const TrainConfig& config, runtime::DistributedContext& context,
                                     int world_size) {
-  runtime::ProcessGrid grid({config.num_ranks, config.ep, 1}, context.env.rank, world_size);
+  runtime::ProcessGrid grid({config.num_ranks, config.ep, config.dp}, context.env.rank, world_size);
   grid.connect(context.store, context.options, "train");
   return grid;
 }
@@ -147,16 +160,28 @@ RankLosses rank_losses(const at::Tensor& loss, const std::vector<int>& microbatc
   return losses;
 }
 
-// Scatters this rank's per-micro-batch losses into slots [ep_rank * C, (ep_rank + 1) * C) of a
-// zero vector of ep * C + extra doubles.
-at::Tensor loss_slots(const RankLosses& losses, int ep_rank, int num_microbatches, int ep,
-                      int extra) {
-  at::Tensor slots = at::zeros({ep * num_microbatches + extra}, at::kDouble);
+// Scatters this rank's per-micro-batch losses into slots [pipeline * C, (pipeline + 1) * C) of a
+// zero vector of num_pipelines * C + extra doubles.
+at::Tensor loss_slots(const RankLosses& losses, int pipeline, int num_microbatches,
+                      int num_pipelines, int extra) {
+  at::Tensor slots = at::zeros({num_pipelines * num_microbatches + extra}, at::kDouble);
   double* data = slots.data_ptr<double>();
   for (std::size_t i = 0; i < losses.microbatches.size(); ++i) {
-    data[ep_rank * num_microbatches + losses.microbatches[i]] = losses.values.at(i);
+    data[pipeline * num_microbatches + losses.microbatches[i]] = losses.values.at(i);
   }
   return slots;
+}
+
+// Data-parallel replica `dp_rank`'s share of an EP pipeline's windows: sequences
+// [dp_rank * mbs/dp, (dp_rank + 1) * mbs/dp) of each of its C micro-batches of mbs sequences, so
+// every micro-batch (and the schedule) keeps its place whatever dp is.
+at::Tensor replica_share(const at::Tensor& windows, int num_microbatches, int dp, int dp_rank) {
+  if (dp == 1) return windows;
+  const int64_t rows = windows.size(0) / num_microbatches;
+  const int64_t share = rows / dp;
+  return windows.view({num_microbatches, rows, windows.size(1)})
+      .narrow(1, dp_rank * share, share)
+      .reshape({num_microbatches * share, windows.size(1)});
 }
 
 double ordered_sum(const at::Tensor& slots, int64_t count) {
@@ -190,6 +215,9 @@ class Trainer {
  private:
   void resume();
   void check_checkpoint_fits(const Manifest& manifest) const;
+  // Loads a checkpoint written with another DP size or ZeRO stage: the weights, the optimiser
+  // state reassembled from the saved DP group's files and cut into this layout, the EPLB counts.
+  void reshard_from(const Manifest& manifest, int saved_dp, bool saved_sharded);
   void start_run_folder();  // leader
   void evaluate_before_training();
   // One optimiser step; the run's result when the run ends at it, nullopt to go on.
@@ -200,6 +228,13 @@ class Trainer {
   // The message that stops the run when one of the step's summed losses is not finite.
   std::optional<std::string> nonfinite_loss_message(int step, const at::Tensor& slots) const;
   void update_weights(int step);
+  // Sums the gradients over the DP group (replicated optimiser state only; ShardedAdamW sums its
+  // own). Collective over the DP group.
+  void sum_gradients_over_replicas();
+  // This rank's optimiser-state bytes and every rank's (collective), for the header line.
+  void measure_optimizer_state();
+  int64_t optimizer_state_bytes() const;
+  nlohmann::json checkpoint_layout() const;
   void rebalance_experts(int step);
   void record_step(int step, double loss, double step_seconds, bool stopping);
   double evaluate();
@@ -222,8 +257,10 @@ class Trainer {
   const int world_size_;
   const std::chrono::milliseconds timeout_;
   runtime::ProcessGrid grid_;
-  const int rank_;     // in the pipeline
-  const int ep_rank_;  // which EP pipeline
+  const int rank_;            // in the pipeline
+  const int ep_rank_;         // which EP pipeline
+  const int dp_rank_;         // which data-parallel replica
+  const int pipeline_index_;  // dp_rank * ep + ep_rank: this pipeline's loss slots
   const bool leader_;
   const int num_microbatches_;
   const schedule::Schedule schedule_;
@@ -231,6 +268,9 @@ class Trainer {
   // stages on the same stream.
   const std::shared_ptr<moe::CommStream> stream_;
   TrainableModel model_;
+  // ZeRO-1 (config.sharded_optimizer()): the AdamW state of model_.parameters, sharded over the
+  // DP group; model_.optimizer then holds none.
+  std::optional<ShardedAdamW> zero_;
   runtime::Pipeline pipeline_;
   ExpertBalancer balancer_;
   TrainingData data_;
@@ -248,6 +288,8 @@ class Trainer {
   int rebalances_ = 0;
   std::optional<RebalanceReport> last_rebalance_;
   std::optional<MetricsWriter> metrics_;  // leader only
+  std::vector<int64_t> state_bytes_;      // every rank's optimiser-state bytes
+  std::string progress_tag_;              // "PP2xEP1xDP2 ZeRO-1 opt 12.5 KiB/rank (max)"
   Clock::time_point run_start_;
   double trained_seconds_ = 0.0;
 };
@@ -265,12 +307,15 @@ Trainer::Trainer(const TrainConfig& config, runtime::DistributedContext& context
       grid_(connected_grid(config, context, world_size_)),
       rank_(grid_.pp_rank()),
       ep_rank_(grid_.ep_rank()),
+      dp_rank_(grid_.dp_rank()),
+      pipeline_index_(grid_.dp_rank() * config.ep + grid_.ep_rank()),
       leader_(context.env.rank == 0),
       num_microbatches_(config.num_microbatches),
       schedule_(schedule::build_schedule(config.schedule, config.num_ranks, num_microbatches_)),
       stream_(std::make_shared<moe::CommStream>(config.ep > 1 ? grid_.ep_group()
                                                               : runtime::CommunicatorPtr())),
-      model_(build_trainable_model(config, stages_of_rank(config, rank_), stream_)),
+      model_(build_trainable_model(config, stages_of_rank(config, rank_), stream_,
+                                   !config.sharded_optimizer())),
       pipeline_(config.schedule, as_modules(model_.stages), grid_.pipeline_group(),
                 traced_pipeline_options(timeout_)),
       balancer_(config, local_layers(config, model_), context.world, grid_.ep_group(), timeout_),
@@ -281,10 +326,16 @@ Trainer::Trainer(const TrainConfig& config, runtime::DistributedContext& context
       eval_criterion_(moe::language_model_criterion(
           static_cast<double>(data_.held_out.size(0) * config.seq_len * config.ep))),
       eval_batch_(rank_batch(schedule_, rank_, data_.held_out)),
-      config_hash_(config_hash(config)) {}
+      config_hash_(config_hash(config)) {
+  if (config.sharded_optimizer()) {
+    zero_.emplace(model_.parameter_names, model_.parameters, adamw_options(config),
+                  grid_.dp_group(), timeout_);
+  }
+}
 
 RunResult Trainer::run() {
   if (control_.resume) resume();
+  measure_optimizer_state();
   if (leader_) start_run_folder();
   if (leader_) metrics_.emplace(config_.run_dir, start_step_);
   if (!initial_held_out_) evaluate_before_training();
@@ -303,17 +354,81 @@ RunResult Trainer::run() {
 void Trainer::resume() {
   const Manifest manifest = read_latest_checkpoint(config_.run_dir);
   check_checkpoint_fits(manifest);
-  const NamedTensors tensors = load_rank_file(config_.run_dir, manifest, context_.env.rank);
-  for (std::size_t slot = 0; slot < model_.stages.size(); ++slot) {
-    load_stage_state(*model_.stages[slot], model_.stage_of_slot[slot], tensors);
+  const int saved_dp = manifest.layout.value("dp", 1);
+  const bool saved_sharded = manifest.layout.value("zero", 0) == 1;
+  if (saved_dp == config_.dp && saved_sharded == config_.sharded_optimizer()) {
+    const NamedTensors tensors = load_rank_file(config_.run_dir, manifest, context_.env.rank);
+    for (std::size_t slot = 0; slot < model_.stages.size(); ++slot) {
+      load_stage_state(*model_.stages[slot], model_.stage_of_slot[slot], tensors);
+    }
+    if (zero_) {
+      zero_->load_state(tensors, "opt.");
+    } else {
+      model_.optimizer.load_state(tensors, "opt.");
+    }
+    balancer_.load_counts(tensors);
+  } else {
+    reshard_from(manifest, saved_dp, saved_sharded);
   }
-  model_.optimizer.load_state(tensors, "opt.");
   if (!manifest.expert_placement.empty()) balancer_.restore_placement(manifest.expert_placement);
-  balancer_.load_counts(tensors);
   data_.loader.set_position(manifest.data_position);
   start_step_ = manifest.step;
   if (manifest.config.contains("initial_held_out_loss")) {
     initial_held_out_ = manifest.config["initial_held_out_loss"].get<double>();
+  }
+}
+
+void Trainer::reshard_from(const Manifest& manifest, int saved_dp, bool saved_sharded) {
+  // The files of the saved DP group at this rank's (pp, ep) position, by saved DP rank: they
+  // hold the same stages (the grid's PP and EP are part of the config hash).
+  std::vector<NamedTensors> files;
+  for (int d = 0; d < saved_dp; ++d) {
+    const int rank = (d * config_.ep + ep_rank_) * config_.num_ranks + rank_;
+    files.push_back(load_rank_file(config_.run_dir, manifest, rank));
+  }
+  for (std::size_t slot = 0; slot < model_.stages.size(); ++slot) {
+    load_stage_state(*model_.stages[slot], model_.stage_of_slot[slot], files[0]);
+  }
+  std::vector<std::vector<at::Tensor>> moments;
+  if (saved_sharded) {
+    moments = ShardedAdamW::moments_from_shards(model_.parameters, files, "opt.");
+  } else {
+    for (const std::string& name : model_.parameter_names) {
+      auto m = files[0].find("opt." + name + ".exp_avg");
+      auto v = files[0].find("opt." + name + ".exp_avg_sq");
+      if (m == files[0].end() || v == files[0].end()) {
+        throw std::invalid_argument("checkpoint rank file lacks the AdamW moments of " + name);
+      }
+      moments.push_back({m->second, v->second});
+    }
+  }
+  auto step = files[0].find("opt.step");
+  if (step == files[0].end()) throw std::invalid_argument("checkpoint rank file lacks opt.step");
+  if (zero_) {
+    zero_->set_state(moments, step->second.item<int64_t>());
+  } else {
+    model_.optimizer.set_state(moments, step->second.item<int64_t>());
+  }
+  // NOTE: the token counts of the open EPLB window are summed over every rank before a
+  // rebalance; DP replica 0 takes the saved group's sum, the others start from zero, so the
+  // sums stay what they were.
+  NamedTensors counts;
+  if (dp_rank_ == 0) {
+    for (const NamedTensors& file : files) {
+      for (const auto& [key, tensor] : file) {
+        if (key.rfind("eplb.", 0) != 0) continue;
+        auto [it, inserted] = counts.emplace(key, tensor.clone());
+        if (!inserted) it->second.add_(tensor);
+      }
+    }
+  }
+  balancer_.load_counts(counts);
+  if (leader_) {
+    out_ << "resharding the optimiser state of the checkpoint from "
+         << describe_grid(config_.num_ranks, config_.ep, saved_dp, saved_sharded) << " to "
+         << describe_grid(config_.num_ranks, config_.ep, config_.dp, config_.sharded_optimizer())
+         << "\n"
+         << std::flush;
   }
 }
 
@@ -323,10 +438,16 @@ void Trainer::check_checkpoint_fits(const Manifest& manifest) const {
                                 manifest.config_hash + ", this run has " + config_hash_ +
                                 " (model, batch, optimiser, seed and data must not change)");
   }
-  if (manifest.num_ranks != world_size_ || static_cast<int>(manifest.files.size()) != world_size_) {
-    throw std::invalid_argument("checkpoint has " + std::to_string(manifest.num_ranks) +
-                                " rank files, this run has " + std::to_string(world_size_) +
-                                " ranks");
+  // NOTE: the config hash covers PP and EP; DP and the ZeRO stage may change (resume reshards).
+  const int saved_world = config_.num_ranks * config_.ep * manifest.layout.value("dp", 1);
+  if (manifest.num_ranks != saved_world || static_cast<int>(manifest.files.size()) != saved_world) {
+    throw std::invalid_argument(
+        "checkpoint has " + std::to_string(manifest.num_ranks) + " ranks and " +
+        std::to_string(manifest.files.size()) + " rank files; its layout " +
+        describe_grid(manifest.layout.value("pp", config_.num_ranks),
+                      manifest.layout.value("ep", config_.ep), manifest.layout.value("dp", 1),
+                      manifest.layout.value("zero", 0) == 1) +
+        " needs " + std::to_string(saved_world));
   }
 }
 
@@ -335,12 +456,13 @@ void Trainer::start_run_folder() {
   if (!control_.resume)
     write_file_atomic((fs::path(config_.run_dir) / "config.json").string(),
                       to_json(config_).dump(2) + "\n");
-  out_ << "dualpipe train: " << config_.schedule << " on " << config_.num_ranks << " pipeline ranks"
-       << (config_.ep > 1 ? " x " + std::to_string(config_.ep) + " EP" : "") << ", "
-       << config_.num_layers << " MoE layers (hidden " << config_.hidden_size << ", "
-       << config_.num_experts << " experts, top-" << config_.top_k << "), " << num_microbatches_
-       << " micro-batches x " << config_.microbatch_size << " x " << config_.seq_len
-       << " bytes per step"
+  const auto [low, high] = std::minmax_element(state_bytes_.begin(), state_bytes_.end());
+  out_ << "dualpipe train: " << config_.schedule << " on "
+       << describe_grid(config_.num_ranks, config_.ep, config_.dp, config_.sharded_optimizer())
+       << "; optimiser state " << *low << "-" << *high << " bytes per rank; " << config_.num_layers
+       << " MoE layers (hidden " << config_.hidden_size << ", " << config_.num_experts
+       << " experts, top-" << config_.top_k << "), " << num_microbatches_ << " micro-batches x "
+       << config_.microbatch_size << " x " << config_.seq_len << " bytes per step"
        << (config_.eplb_interval > 0
                ? "; EPLB every " + std::to_string(config_.eplb_interval) + " steps over " +
                      std::to_string(config_.num_physical_experts()) + " physical experts"
@@ -372,7 +494,7 @@ std::optional<RunResult> Trainer::train_step(int step) {
     result.message = *message;
     return result;
   }
-  const int num_losses = config_.ep * num_microbatches_;
+  const int num_losses = config_.ep * config_.dp * num_microbatches_;
   const double loss = ordered_sum(slots, num_losses);
   update_weights(step);
   const double step_seconds = seconds_since(step_start);
@@ -399,8 +521,9 @@ at::Tensor Trainer::forward_backward(int step) {
   const int C = num_microbatches_;
   const at::Tensor windows =
       data_.loader.next(static_cast<int64_t>(config_.ep) * C * config_.microbatch_size);
-  const at::Tensor mine =
-      windows.narrow(0, ep_rank_ * C * config_.microbatch_size, C * config_.microbatch_size);
+  const at::Tensor mine = replica_share(
+      windows.narrow(0, ep_rank_ * C * config_.microbatch_size, C * config_.microbatch_size), C,
+      config_.dp, dp_rank_);
   const RankBatch batch = rank_batch(schedule_, rank_, mine);
   const runtime::StepResult result =
       pipeline_.step(list_of_defined(batch.inputs), C, criterion_, list_of_defined(batch.labels));
@@ -414,7 +537,7 @@ at::Tensor Trainer::forward_backward(int step) {
   if (control_.step_hook) {
     control_.step_hook->before_loss_check(step, losses.microbatches, losses.values);
   }
-  at::Tensor slots = loss_slots(losses, ep_rank_, C, config_.ep, 1);
+  at::Tensor slots = loss_slots(losses, pipeline_index_, C, config_.ep * config_.dp, 1);
   const bool stop_here = control_.stop_requested && *control_.stop_requested != 0;
   slots[slots.numel() - 1] = stop_here ? 1.0 : 0.0;
   allreduce_sum(context_.world, slots, timeout_);
@@ -425,11 +548,13 @@ std::optional<std::string> Trainer::nonfinite_loss_message(int step,
                                                            const at::Tensor& slots) const {
   const int C = num_microbatches_;
   const double* values = slots.data_ptr<double>();
-  for (int i = 0; i < config_.ep * C; ++i) {
+  for (int i = 0; i < config_.ep * config_.dp * C; ++i) {
     if (std::isfinite(values[i])) continue;
+    const int ep = (i / C) % config_.ep, dp = i / C / config_.ep;
     return "non-finite loss (" + std::to_string(values[i]) + ") at step " + std::to_string(step) +
            ", micro-batch " + std::to_string(i % C) +
-           (config_.ep > 1 ? " of EP pipeline " + std::to_string(i / C) : "") +
+           (config_.ep > 1 ? " of EP pipeline " + std::to_string(ep) : "") +
+           (config_.dp > 1 ? " of DP replica " + std::to_string(dp) : "") +
            "; the run stops without updating the weights, its last good checkpoint is step " +
            std::to_string(
                has_checkpoint(config_.run_dir) ? read_latest_checkpoint(config_.run_dir).step : 0);
@@ -438,17 +563,65 @@ std::optional<std::string> Trainer::nonfinite_loss_message(int step,
 }
 
 void Trainer::update_weights(int step) {
-  model_.optimizer.step(
-      learning_rate_at(step, config_.steps, config_.warmup_steps, config_.learning_rate));
-  model_.optimizer.zero_grad();
+  const double lr =
+      learning_rate_at(step, config_.steps, config_.warmup_steps, config_.learning_rate);
+  if (zero_) {
+    zero_->step(lr);
+    zero_->zero_grad();
+  } else {
+    sum_gradients_over_replicas();
+    model_.optimizer.step(lr);
+    model_.optimizer.zero_grad();
+  }
   if (balancer_.due(step)) rebalance_experts(step);
 }
 
+void Trainer::sum_gradients_over_replicas() {
+  const runtime::CommunicatorPtr& group = grid_.dp_group();
+  if (!group || group->getSize() == 1) return;
+  // NOTE: a sum, not a mean: every replica's criterion already divides by the tokens of the
+  // whole global batch.
+  runtime::reduce_gradients(model_.parameters, [&](std::vector<at::Tensor>& buckets) {
+    for (at::Tensor& bucket : buckets) allreduce_sum(group, bucket, timeout_);
+  });
+}
+
+int64_t Trainer::optimizer_state_bytes() const {
+  return zero_ ? zero_->state_bytes() : model_.optimizer.state_bytes();
+}
+
+void Trainer::measure_optimizer_state() {
+  at::Tensor slots = at::zeros({world_size_}, at::kLong);
+  slots[context_.env.rank] = optimizer_state_bytes();
+  allreduce_sum(context_.world, slots, timeout_);
+  state_bytes_.assign(slots.data_ptr<int64_t>(), slots.data_ptr<int64_t>() + world_size_);
+  char tag[128];
+  std::snprintf(
+      tag, sizeof(tag), "PP%dxEP%dxDP%d%s opt %.1f KiB/rank (max)", config_.num_ranks, config_.ep,
+      config_.dp, config_.sharded_optimizer() ? " ZeRO-1" : "",
+      static_cast<double>(*std::max_element(state_bytes_.begin(), state_bytes_.end())) / 1024.0);
+  progress_tag_ = tag;
+}
+
 void Trainer::rebalance_experts(int step) {
-  const moe::CompanionTensors moments = [this](const at::Tensor& p) {
-    return model_.optimizer.state_of(p);
+  // NOTE: with ZeRO-1 every rank assembles its parameters' whole moments for the move (a
+  // transient copy of the replicated state) and keeps its shard of them afterwards.
+  std::vector<std::vector<at::Tensor>> gathered;
+  std::unordered_map<const void*, std::size_t> index_of;
+  if (zero_) {
+    gathered = zero_->gather_moments();
+    for (std::size_t i = 0; i < model_.parameters.size(); ++i) {
+      index_of[model_.parameters[i].unsafeGetTensorImpl()] = i;
+    }
+  }
+  const moe::CompanionTensors moments = [&](const at::Tensor& p) {
+    if (!zero_) return model_.optimizer.state_of(p);
+    auto it = index_of.find(p.unsafeGetTensorImpl());
+    DUALPIPE_ASSERT(it != index_of.end(), "EPLB moved a tensor the optimiser does not update");
+    return gathered[it->second];
   };
   const RebalanceReport r = balancer_.rebalance(moments);
+  if (zero_) zero_->scatter_moments(gathered);
   ++rebalances_;
   last_rebalance_ = r;
   if (!leader_) return;
@@ -476,7 +649,7 @@ void Trainer::record_step(int step, double loss, double step_seconds, bool stopp
   const int done = step - start_step_;
   if (step <= start_step_ + 3 || step % 10 == 0 || row.held_out_loss || last) {
     const double eta = trained_seconds_ / done * (config_.steps - step);
-    out_ << format_progress(row, config_.steps, eta) << "\n" << std::flush;
+    out_ << format_progress(row, config_.steps, eta) << "  " << progress_tag_ << "\n" << std::flush;
   }
 }
 
@@ -488,13 +661,20 @@ double Trainer::evaluate() {
                      list_of_defined(eval_batch_.labels));
   at::Tensor slots = loss_slots(rank_losses(result.loss, eval_batch_.loss_microbatches), ep_rank_,
                                 num_microbatches_, config_.ep, 0);
+  // NOTE: every replica evaluates the whole held-out set (a replica cannot skip the step's
+  // collectives cheaply); replica 0's losses are the result.
+  if (dp_rank_ != 0) slots.zero_();
   allreduce_sum(context_.world, slots, timeout_);
   return ordered_sum(slots, slots.numel());
 }
 
 void Trainer::save_checkpoint(int step) {
   NamedTensors tensors = model_state(model_);
-  model_.optimizer.save_state(tensors, "opt.");
+  if (zero_) {
+    zero_->save_state(tensors, "opt.");
+  } else {
+    model_.optimizer.save_state(tensors, "opt.");
+  }
   balancer_.save_counts(tensors);
   const FileDigest digest = save_tensors(
       (fs::path(config_.run_dir) / rank_file_name(step, context_.env.rank)).string(), tensors);
@@ -532,8 +712,28 @@ Manifest Trainer::checkpoint_manifest(int step, const std::vector<FileDigest>& d
   m.data_seed = data_.loader.seed();
   m.config = to_json(config_);
   m.expert_placement = balancer_.placement();
+  m.layout = checkpoint_layout();
   if (initial_held_out_) m.config["initial_held_out_loss"] = *initial_held_out_;
   return m;
+}
+
+nlohmann::json Trainer::checkpoint_layout() const {
+  nlohmann::json layout{{"pp", config_.num_ranks},
+                        {"ep", config_.ep},
+                        {"dp", config_.dp},
+                        {"zero", config_.sharded_optimizer() ? 1 : 0},
+                        {"rank_order", "rank = (dp_rank * EP + ep_rank) * PP + pp_rank"},
+                        {"optimizer_state_bytes", state_bytes_}};
+  if (zero_) {
+    layout["optimizer"] =
+        "rank file r holds the AdamW moments of DP shard dp_rank(r) of its stages' flat "
+        "parameter buffer per dtype (opt.zero.<bucket>.exp_avg / .exp_avg_sq); shard d is "
+        "[d * ceil(numel / DP), min((d + 1) * ceil(numel / DP), numel))";
+    layout["leader_shard"] = zero_->layout();
+  } else {
+    layout["optimizer"] = "every rank file holds the whole AdamW moments of its stages";
+  }
+  return layout;
 }
 
 void Trainer::barrier() {
@@ -573,6 +773,11 @@ nlohmann::json Trainer::summary_json(const std::vector<StepMetrics>& rows) const
   summary["seconds"] = seconds_since(run_start_);
   summary["unigram_loss"] = data_.unigram_loss;
   summary["held_out_loss_start"] = *initial_held_out_;
+  summary["grid"] = {{"pp", config_.num_ranks},
+                     {"ep", config_.ep},
+                     {"dp", config_.dp},
+                     {"zero", config_.sharded_optimizer() ? 1 : 0}};
+  summary["optimizer_state_bytes_per_rank"] = state_bytes_;
   if (config_.eplb_interval > 0) {
     summary["eplb"]["rebalances"] = rebalances_;
     summary["eplb"]["expert_placement"] = balancer_.placement();
@@ -606,6 +811,10 @@ void Trainer::print_summary(const std::vector<StepMetrics>& rows) {
                 "  unigram loss   %.4f (entropy of the training bytes, nats/byte)\n",
                 data_.unigram_loss);
   out_ << line;
+  const auto [low, high] = std::minmax_element(state_bytes_.begin(), state_bytes_.end());
+  out_ << "  grid           "
+       << describe_grid(config_.num_ranks, config_.ep, config_.dp, config_.sharded_optimizer())
+       << "; optimiser state " << *low << "-" << *high << " bytes per rank\n";
   if (last_rebalance_) {
     std::snprintf(line, sizeof(line),
                   "  EPLB           %d rebalances; the last: per-GPU token imbalance %.3f -> "

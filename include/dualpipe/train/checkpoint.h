@@ -74,6 +74,10 @@ struct Manifest {
   // The expert placement (EPLB) in force: [layer][physical slot] -> logical expert, the same on
   // every rank. Empty when the checkpoint predates it (the trivial placement).
   std::vector<std::vector<int>> expert_placement;
+  // How the state is laid out over the ranks (written by the trainer: the PP x EP x DP grid, the
+  // ZeRO stage and each rank file's optimiser shard); an empty object in manifests written
+  // before data parallelism (PP x EP x 1, every rank file holding its whole optimiser state).
+  nlohmann::json layout = nlohmann::json::object();
 };
 
 nlohmann::json to_json(const Manifest& manifest);

@@ -11,7 +11,8 @@
 namespace dualpipe::train {
 
 struct MemoryEstimate {
-  // Weights, gradients and the two AdamW moments of the stages one rank holds (float32).
+  // Weights, gradients and the two AdamW moments (1/dp of them with ZeRO-1) of the stages one
+  // rank holds (float32).
   double parameter_bytes = 0;
   // Saved activations of the stage micro-batches in flight at the schedule's peak (the
   // simulator's peak activations), attention scores and probabilities included, plus one
@@ -27,7 +28,7 @@ MemoryEstimate estimate_rank_memory(const TrainConfig& config);
 // MemAvailable from /proc/meminfo, or physical memory when that cannot be read; 0 if neither.
 std::uint64_t available_memory_bytes();
 
-// Throws std::invalid_argument when num_ranks * ep ranks of estimate_rank_memory() exceed
+// Throws std::invalid_argument when num_ranks * ep * dp ranks of estimate_rank_memory() exceed
 // `available_bytes`, naming seq_len, microbatch_size, the estimate and the largest seq_len that
 // would fit. Does nothing when available_bytes is 0 (unknown).
 void check_memory_fits(const TrainConfig& config, std::uint64_t available_bytes);

@@ -20,6 +20,13 @@ struct AdamWOptions {
   double weight_decay = 0.0;
 };
 
+// One AdamW update of `param` (in place) from `grad`, with its moments `exp_avg` and `exp_avg_sq`
+// (in place) at 1-based step `step`. Element-wise: any slice of a parameter updated alone gets
+// the same values as when the whole parameter is, which is what lets ShardedAdamW
+// (zero_optimizer.h) update a shard of a flat buffer. Does not communicate.
+void adamw_update(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg,
+                  at::Tensor& exp_avg_sq, double lr, int64_t step, const AdamWOptions& options);
+
 class AdamW {
  public:
   // `names[i]` names `params[i]` (a leaf requiring grad); both lists are kept.
@@ -30,6 +37,8 @@ class AdamW {
   void step(double lr);
   void zero_grad();
   int64_t num_steps() const { return step_; }
+  // Bytes of the moment tensors this optimiser holds (its whole state but the step count).
+  int64_t state_bytes() const;
   // The state tensors of `parameter` (its moments exp_avg, exp_avg_sq; live, not copies), e.g. to
   // move them with an expert. Throws std::invalid_argument for a tensor the optimiser does not
   // update.
@@ -37,6 +46,10 @@ class AdamW {
 
   // Copies of the moments as "<prefix><name>.exp_avg" / ".exp_avg_sq" plus "<prefix>step".
   void save_state(NamedTensors& out, const std::string& prefix) const;
+  // Replaces the moments (moments[i] = {exp_avg, exp_avg_sq} of parameter i, copied) and the
+  // step count, e.g. from a resharded ZeRO-1 state. Throws std::invalid_argument on a count or
+  // shape mismatch.
+  void set_state(const std::vector<std::vector<at::Tensor>>& moments, int64_t step);
   // Restores what save_state() wrote. Throws std::invalid_argument naming a missing entry or a
   // shape mismatch.
   void load_state(const NamedTensors& in, const std::string& prefix);

@@ -17,11 +17,15 @@
 namespace dualpipe::train {
 
 struct ReferenceResult {
-  std::vector<double> losses;  // per step, summed over micro-batches in index order
+  std::vector<double> losses;  // per step, summed over micro-batches (and EP pipelines) in order
   NamedTensors parameters;     // "stage<s>.<name>" after the last step
 };
 
-// Trains config.steps steps in this process (config.ep must be 1).
+// Trains config.steps steps in this process on the job's global batch: ep pipelines' batches of
+// num_microbatches x microbatch_size sequences each (config.dp does not change it), the EP
+// pipelines' micro-batches one after the other, with dense experts. With ep = 1 and dp = 1 the
+// arithmetic is the pipeline's, in its order; otherwise the sums over EP and DP ranks group the
+// same terms differently (see the tests' tolerances).
 ReferenceResult train_reference(const TrainConfig& config);
 
 }  // namespace dualpipe::train

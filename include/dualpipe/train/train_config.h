@@ -14,6 +14,11 @@ struct TrainConfig {
   std::string schedule = "dualpipe";  // dualpipe | dualpipev | 1f1b | zb1p | gpipe
   int num_ranks = 4;                  // pipeline ranks
   int ep = 1;                         // expert-parallel ranks per pipeline rank
+  // Data parallelism: dp pipeline replicas, each taking 1/dp of every micro-batch's sequences
+  // (the global batch does not depend on dp). zero = 1 (ZeRO-1): each DP rank holds the AdamW
+  // moments of 1/dp of its parameters; 0: every replica holds all of them. No effect at dp = 1.
+  int dp = 1;
+  int zero = 1;
   // Model: a byte-level MoE decoder.
   int num_layers = 4;  // decoder blocks, spread evenly over the pipeline stages
   int hidden_size = 64;
@@ -46,6 +51,10 @@ struct TrainConfig {
   int num_stages() const;
   // Expert slots per MoE layer: the routed experts plus the redundant ones.
   int num_physical_experts() const { return num_experts + redundant_experts; }
+  // Processes of the job: num_ranks * ep * dp.
+  int world_size() const { return num_ranks * ep * dp; }
+  // Whether the optimiser state is sharded over the DP group (ZeRO-1 with dp > 1).
+  bool sharded_optimizer() const { return dp > 1 && zero == 1; }
   // Throws std::invalid_argument naming the offending values and what is allowed.
   void validate() const;
 };
@@ -65,7 +74,8 @@ TrainConfig load_config_file(const std::string& path, const TrainConfig& base = 
 
 // Hex digest of the options that change the arithmetic of training (model, pipeline, batch,
 // optimiser, seed, data): a checkpoint may be resumed only by a run with the same hash. Steps,
-// intervals and the run folder are left out, so a resumed run may train longer.
+// intervals and the run folder are left out, so a resumed run may train longer; so are dp and
+// zero, the layout of the state, which a resume reshards.
 std::string config_hash(const TrainConfig& config);
 
 }  // namespace dualpipe::train

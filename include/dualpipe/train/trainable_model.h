@@ -21,14 +21,22 @@ struct TrainableModel {
   std::vector<std::shared_ptr<moe::MoEStage>> stages;  // one module per slot
   std::vector<int> stage_of_slot;                      // the model stage each slot's module is
   std::vector<at::Tensor> parameters;                  // every slot's parameters, in slot order
-  AdamW optimizer;                                     // over `parameters`, named "stage<s>.<name>"
+  std::vector<std::string> parameter_names;            // "stage<s>.<name>" of each
+  // Over `parameters`; over none when built without a replicated optimiser (a ShardedAdamW of
+  // the trainer then holds the state).
+  AdamW optimizer;
 };
 
 // Builds model stage stage_of_slot[i] into slot i (build_stage with `stream`, see model.h) and
-// an AdamW with config.weight_decay over all their parameters. Does not communicate. Throws
-// std::invalid_argument for a stage outside [0, config.num_stages()).
+// an AdamW with config.weight_decay over all their parameters (over none, allocating no state,
+// when `replicated_optimizer` is false). Does not communicate. Throws std::invalid_argument for
+// a stage outside [0, config.num_stages()).
 TrainableModel build_trainable_model(const TrainConfig& config, std::vector<int> stage_of_slot,
-                                     const std::shared_ptr<moe::CommStream>& stream = nullptr);
+                                     const std::shared_ptr<moe::CommStream>& stream = nullptr,
+                                     bool replicated_optimizer = true);
+
+// AdamW's options for `config`.
+AdamWOptions adamw_options(const TrainConfig& config);
 
 // Every slot's parameters and buffers as "stage<s>.<name>" (detached, shared with the modules;
 // two slots holding copies of one stage give one entry, the first slot's).
