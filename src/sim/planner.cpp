@@ -211,8 +211,7 @@ std::string loss_reason(const PlanCandidate& c, const PlanCandidate& winner) {
 
 }  // namespace
 
-CostModel scaled_costs(const PlanRequest& r, int num_ranks, int micro_batch_size, int num_stages) {
-  (void)num_ranks;  // a stage's share depends only on num_stages (see Units)
+CostModel scaled_costs(const PlanRequest& r, int micro_batch_size, int num_stages) {
   const double share = stage_share(r, num_stages);
   const double k = batch_factor(r, micro_batch_size);
   CostModel c = r.costs;
@@ -253,8 +252,7 @@ Plan plan(const PlanRequest& request) {
       if (!schedule::schedule_facts(name).accepts(size.num_ranks, size.num_microbatches)) continue;
       schedule::Schedule s = schedule::build_schedule(name, size.num_ranks, size.num_microbatches);
       schedule::validate(s);
-      CostModel costs =
-          scaled_costs(request, size.num_ranks, size.micro_batch_size, s.num_stages());
+      CostModel costs = scaled_costs(request, size.micro_batch_size, s.num_stages());
       SimResult result = simulate(s, costs);
       PlanCandidate c = candidate_of(request, size, name, s, result);
       built.push_back({std::move(c), std::move(s), std::move(costs), std::move(result)});
@@ -263,7 +261,7 @@ Plan plan(const PlanRequest& request) {
       SearchOptions options;
       options.num_ranks = size.num_ranks;
       options.num_microbatches = size.num_microbatches;
-      options.costs = scaled_costs(request, size.num_ranks, size.micro_batch_size, size.num_ranks);
+      options.costs = scaled_costs(request, size.micro_batch_size, size.num_ranks);
       options.max_activations = search_cap(request, size);
       SearchResult found = search_schedule(options);
       SimResult result = simulate(found.schedule, options.costs);

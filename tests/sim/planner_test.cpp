@@ -123,7 +123,7 @@ TEST(Planner, GpuCountAndGlobalBatchGiveTheSizes) {
   }
   // Costs are those of 1 sample through half the model (PP=2, the reference): a stage of PP=4
   // is half of that, a micro-batch of 2 samples twice.
-  const CostModel c = scaled_costs(r, 4, 2, 4);
+  const CostModel c = scaled_costs(r, 2, 4);
   EXPECT_DOUBLE_EQ(c.forward, 1.0);
   EXPECT_DOUBLE_EQ(c.backward, 2.0);
 }
@@ -172,13 +172,13 @@ TEST(Planner, ALimitNoScheduleMeetsPrintsTheSmallestThatWorks) {
 TEST(Planner, StageMultipliersFollowTheStages) {
   PlanRequest r = request(2, 4, "scale=1:3");
   // DualPipeV on 2 ranks has 4 half stages: stages 0, 1 cover rank share 0, stages 2, 3 share 1.
-  const CostModel v = scaled_costs(r, 2, 1, 4);
+  const CostModel v = scaled_costs(r, 1, 4);
   ASSERT_EQ(v.stage_scale.size(), 4u);
   EXPECT_DOUBLE_EQ(v.stage_scale[1], 1);
   EXPECT_DOUBLE_EQ(v.stage_scale[2], 3);
   EXPECT_DOUBLE_EQ(v.forward, 0.5);
   // One stage covering both shares: their mean.
-  EXPECT_DOUBLE_EQ(scaled_costs(r, 1, 1, 1).stage_scale[0], 2);
+  EXPECT_DOUBLE_EQ(scaled_costs(r, 1, 1).stage_scale[0], 2);
   EXPECT_NO_THROW(plan(r));
 }
 

@@ -80,10 +80,9 @@ struct Plan {
 // smallest limit that would fit (and with which schedule). Pure; O(candidates x ops).
 Plan plan(const PlanRequest& request);
 
-// Scales `costs` (given at the reference sizes) to a pipeline of num_ranks ranks and
-// micro-batches of micro_batch_size samples, for a schedule with `num_stages` stages per
-// direction (stage_scale then has one entry per stage). See Units above.
-CostModel scaled_costs(const PlanRequest& request, int num_ranks, int micro_batch_size,
-                       int num_stages);
+// Scales request.costs (given at the reference sizes) to micro-batches of micro_batch_size
+// samples for a schedule with `num_stages` stages per direction (stage_scale then has one entry
+// per stage). Only the stage count matters for a stage's share: see Units above.
+CostModel scaled_costs(const PlanRequest& request, int micro_batch_size, int num_stages);
 
 }  // namespace dualpipe::sim
