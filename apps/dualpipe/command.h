@@ -41,6 +41,7 @@ Command add_bench_command(CLI::App& app);
 Command add_eplb_command(CLI::App& app);
 Command add_generate_command(CLI::App& app);
 Command add_launch_command(CLI::App& app);
+Command add_plan_command(CLI::App& app);
 Command add_sim_command(CLI::App& app);
 Command add_train_command(CLI::App& app);
 

@@ -17,7 +17,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::vector<Command> commands = {add_bench_command(app),    add_eplb_command(app),
                                    add_generate_command(app), add_launch_command(app),
-                                   add_sim_command(app),      add_train_command(app)};
+                                   add_plan_command(app),     add_sim_command(app),
+                                   add_train_command(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -13,8 +13,9 @@
 #include <vector>
 
 #include "command.h"
-#include "dualpipe/read_file.h"
+#include "dualpipe/schedule/pytorch_csv.h"
 #include "dualpipe/schedule/registry.h"
+#include "dualpipe/schedule/schedule_file.h"
 #include "dualpipe/schedule/serialize.h"
 #include "dualpipe/schedule/validator.h"
 #include "dualpipe/sim/cost_model.h"
@@ -27,6 +28,7 @@ namespace {
 
 struct SimOptions {
   std::string schedule = "dualpipe";
+  bool schedule_given = false;  // --schedule on the command line (names a CSV file's family)
   int ranks = 8;
   int microbatches = 20;
   std::string costs;
@@ -45,17 +47,17 @@ void write_file(const std::string& path, const std::string& content) {
   }
 }
 
-// JSON when the file starts with '{' (to_json or an oracle file), else the text form.
-schedule::Schedule load_schedule(const std::string& path) {
-  std::string text = read_file_bounded(path, "schedule file '" + path + "'");
-  std::size_t first = text.find_first_not_of(" \t\r\n");
-  try {
-    if (first != std::string::npos && text[first] == '{')
-      return schedule::parse_schedule_json(text);
-    return schedule::parse_schedule_text(text);
-  } catch (const std::exception& e) {
-    throw std::invalid_argument("schedule file '" + path + "': " + e.what());
-  }
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() &&
+         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// --save FILE: PyTorch's CSV (compute actions, as its _load_csv reads by default) for ".csv",
+// the text form for ".txt", else JSON.
+std::string saved_form(const schedule::Schedule& s, const std::string& path) {
+  if (ends_with(path, ".csv")) return schedule::to_pytorch_csv(s);
+  if (ends_with(path, ".txt")) return schedule::to_text(s);
+  return schedule::to_json(s).dump(1) + "\n";
 }
 
 std::vector<std::string> split_names(const std::string& list) {
@@ -197,16 +199,15 @@ int run_sim(const SimOptions& options) {
     }
     return run_compare(options, costs);
   }
-  schedule::Schedule s =
-      options.schedule_file.empty()
-          ? schedule::build_schedule(options.schedule, options.ranks, options.microbatches)
-          : load_schedule(options.schedule_file);
-  schedule::validate(s);
-  if (!options.save.empty()) {
-    bool text =
-        options.save.size() >= 4 && options.save.compare(options.save.size() - 4, 4, ".txt") == 0;
-    write_file(options.save, text ? schedule::to_text(s) : schedule::to_json(s).dump(1) + "\n");
+  schedule::Schedule s;
+  if (options.schedule_file.empty()) {
+    s = schedule::build_schedule(options.schedule, options.ranks, options.microbatches);
+    schedule::validate(s);
+  } else {
+    s = schedule::read_schedule_file(options.schedule_file,
+                                     options.schedule_given ? options.schedule : "");
   }
+  if (!options.save.empty()) write_file(options.save, saved_form(s, options.save));
   if (options.format == "oracle") {
     std::cout << schedule::to_oracle_json(s).dump(0) << "\n";
     return 0;
@@ -222,15 +223,24 @@ int run_sim(const SimOptions& options) {
   return 0;
 }
 
+std::string schedule_list() {
+  std::string list;
+  for (const std::string& name : schedule::schedule_names())
+    list += (list.empty() ? "" : ", ") + name;
+  return list;
+}
+
 }  // namespace
 
 Command add_sim_command(CLI::App& app) {
   auto options = std::make_shared<SimOptions>();
   CLI::App* sub = app.add_subcommand(
       "sim", "Simulate a pipeline schedule: per-rank busy time, bubble, peak activations");
-  sub->add_option("--schedule", options->schedule,
-                  "Schedule to build: dualpipe, dualpipev, 1f1b, zb1p, gpipe")
-      ->capture_default_str();
+  CLI::Option* schedule_option =
+      sub->add_option("--schedule", options->schedule,
+                      "Schedule to build (" + schedule_list() +
+                          "); with a PyTorch CSV --schedule-file, the family the file is")
+          ->capture_default_str();
   sub->add_option("--ranks", options->ranks, "Pipeline ranks")
       ->capture_default_str()
       ->check(integer_in_range<int>());
@@ -242,10 +252,12 @@ Command add_sim_command(CLI::App& app) {
                   "Op costs over the defaults F=1,B=2,W=1,FB=3,comm=0 (a Bz costs B-W; "
                   "scale=k0:k1:... multiplies each stage)");
   sub->add_option("--schedule-file", options->schedule_file,
-                  "Load a schedule saved with --save (JSON or text) or an oracle file")
-      ->excludes("--schedule");
+                  "Load a schedule saved with --save (JSON, text or PyTorch CSV) or an oracle "
+                  "file; a CSV names no schedule: --schedule names its family, else the "
+                  "registered schedule with its compute order");
   sub->add_option("--save", options->save,
-                  "Write the schedule to FILE (text form if FILE ends in .txt, else JSON)");
+                  "Write the schedule to FILE: PyTorch's CSV if FILE ends in .csv, the text form "
+                  "if .txt, else JSON");
   sub->add_option("--format", options->format, "Output: table, json, or oracle (the programs)")
       ->check(CLI::IsMember({"table", "json", "oracle"}))
       ->capture_default_str();
@@ -253,7 +265,10 @@ Command add_sim_command(CLI::App& app) {
                   "Comma-separated schedules to compare side by side on the same costs");
   sub->add_option("--svg", options->svg, "Write the simulated timeline as SVG to FILE");
   sub->add_option("--trace", options->trace, "Write a Chrome/Perfetto trace JSON to FILE");
-  return Command{sub, [options] { return run_sim(*options); }};
+  return Command{sub, [options, schedule_option] {
+                   options->schedule_given = schedule_option->count() > 0;
+                   return run_sim(*options);
+                 }};
 }
 
 }  // namespace dualpipe::cli

@@ -8,6 +8,7 @@
 #include "dualpipe/check.h"
 #include "dualpipe/runtime/gradient_buffers.h"
 #include "dualpipe/schedule/registry.h"
+#include "dualpipe/schedule/validator.h"
 
 namespace dualpipe::runtime {
 namespace {
@@ -76,6 +77,16 @@ Pipeline::Pipeline(std::string schedule_name, std::vector<StagePtr> modules, Com
                    " is null");
   }
   DUALPIPE_CHECK_GE(options_.batch_dim, 0);
+}
+
+Pipeline::Pipeline(schedule::Schedule loaded, std::vector<StagePtr> modules, CommunicatorPtr comm,
+                   PipelineOptions options)
+    : Pipeline(loaded.name, std::move(modules), comm, std::move(options)) {
+  DUALPIPE_CHECK_EQ(loaded.num_ranks(), num_ranks_, "loaded schedule '", loaded.name,
+                    "' has another number of ranks than the pipeline communicator");
+  schedule::validate(loaded);
+  schedule_ = std::move(loaded);
+  loaded_ = true;
 }
 
 namespace {
@@ -178,7 +189,10 @@ StepData Pipeline::step_data(const TensorList& inputs, const Criterion& criterio
 StepResult Pipeline::step(const TensorList& inputs, int num_microbatches,
                           const Criterion& criterion, const TensorList& labels,
                           bool return_outputs) {
-  if (schedule_.programs.empty() || schedule_.num_microbatches != num_microbatches) {
+  if (loaded_) {
+    DUALPIPE_CHECK_EQ(num_microbatches, schedule_.num_microbatches, "pipeline rank ", rank_,
+                      " runs a loaded schedule of '", schedule_name_, "'");
+  } else if (schedule_.programs.empty() || schedule_.num_microbatches != num_microbatches) {
     schedule_ = schedule::build_schedule(schedule_name_, num_ranks_, num_microbatches);
   }
   const schedule::Placement& placement = schedule_.placement;

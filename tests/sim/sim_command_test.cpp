@@ -122,6 +122,40 @@ TEST(SimCommand, SavedScheduleLoadsBackToTheSameResult) {
                    6);
 }
 
+// Issue 13: PyTorch's CSV both ways. --save x.csv writes what PyTorch's _load_csv reads;
+// --schedule-file x.csv reads it back (the family named by --schedule or inferred from the
+// compute order), and a file PyTorch 2.13 wrote simulates like ours.
+TEST(SimCommand, PytorchCsvSavesAndLoadsBack) {
+  const std::string path = temp_path("saved.csv");
+  CliRun first = run_sim("--schedule zb1p --ranks 3 --microbatches 7 --format json --save " + path);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_EQ(slurp(path).find("0F0,"), 0u) << slurp(path);
+  CliRun inferred = run_sim("--schedule-file " + path + " --format json");
+  ASSERT_EQ(inferred.exit_code, 0) << inferred.err;
+  EXPECT_EQ(nlohmann::json::parse(first.out), nlohmann::json::parse(inferred.out));
+  CliRun named = run_sim("--schedule-file " + path + " --schedule zb1p --format json");
+  ASSERT_EQ(named.exit_code, 0) << named.err;
+  EXPECT_EQ(nlohmann::json::parse(first.out), nlohmann::json::parse(named.out));
+
+  const std::string pytorch =
+      std::string(DUALPIPE_SOURCE_DIR) + "/tests/data/pytorch-csv/DualPipeV_pp4_c8.csv";
+  CliRun theirs = run_sim("--schedule-file " + pytorch + " --format json");
+  CliRun ours = run_sim("--schedule dualpipev --ranks 4 --microbatches 8 --format json");
+  ASSERT_EQ(theirs.exit_code, 0) << theirs.err;
+  EXPECT_EQ(nlohmann::json::parse(theirs.out), nlohmann::json::parse(ours.out));
+
+  // DualPipe has two directions, PyTorch's format one; a JSON file names its own schedule.
+  CliRun two = run_sim("--schedule dualpipe --ranks 4 --microbatches 8 --save " + path);
+  EXPECT_EQ(two.exit_code, 1);
+  EXPECT_NE(two.err.find("PyTorch's CSV holds one pipeline direction"), std::string::npos)
+      << two.err;
+  const std::string json = temp_path("named.json");
+  ASSERT_EQ(run_sim("--schedule gpipe --ranks 2 --microbatches 2 --save " + json).exit_code, 0);
+  CliRun both = run_sim("--schedule-file " + json + " --schedule gpipe");
+  EXPECT_EQ(both.exit_code, 1);
+  EXPECT_NE(both.err.find("for PyTorch CSV files only"), std::string::npos) << both.err;
+}
+
 TEST(SimCommand, WritesSvgAndChromeTrace) {
   const std::string svg = temp_path("t.svg"), trace = temp_path("t.trace.json");
   CliRun run = run_sim("--ranks 4 --microbatches 8 --svg " + svg + " --trace " + trace);

@@ -49,6 +49,13 @@ class Pipeline {
   // "dualpipev", "1f1b", "zb1p", "gpipe"). Does not communicate; `comm` is the pipeline group.
   Pipeline(std::string schedule_name, std::vector<StagePtr> modules, CommunicatorPtr comm,
            PipelineOptions options = {});
+  // Runs `loaded` (a schedule file read by schedule::read_schedule_file, e.g. a PyTorch CSV)
+  // every step instead of building one by name: `modules[slot]` are this rank's stages in the
+  // loaded placement (loaded.placement.stage_at(rank, slot)), and step() takes exactly
+  // loaded.num_microbatches. Validates `loaded` (schedule::validate) and checks that it has
+  // comm's number of ranks; throws std::invalid_argument otherwise. Does not communicate.
+  Pipeline(schedule::Schedule loaded, std::vector<StagePtr> modules, CommunicatorPtr comm,
+           PipelineOptions options = {});
   virtual ~Pipeline() = default;
 
   // One step. Blocking; all pipeline ranks call it with the same num_microbatches.
@@ -111,6 +118,7 @@ class Pipeline {
   std::vector<int> comm_rank_of_;
   Executor executor_;
   schedule::Schedule schedule_;
+  bool loaded_ = false;  // schedule_ came from the loaded-schedule constructor; never rebuilt
 };
 
 // The reference's DualPipe: modules = {stage r (direction 0), stage R-1-r (direction 1)}.

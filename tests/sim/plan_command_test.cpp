@@ -1,0 +1,105 @@
+// `dualpipe plan` end to end: the ranked table, JSON, the winner's picture, and one-line errors.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "dualpipe/schedule/registry.h"
+
+namespace {
+
+struct CliRun {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string temp_path(const std::string& name) {
+  return ::testing::TempDir() + "dualpipe_plan_cli_" + std::to_string(::getpid()) + "_" + name;
+}
+
+CliRun run_plan(const std::string& args) {
+  const std::string out = temp_path("stdout"), err = temp_path("stderr");
+  const std::string command =
+      std::string(DUALPIPE_CLI_PATH) + " plan " + args + " >" + out + " 2>" + err;
+  const int status = std::system(command.c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+}
+
+CliRun run_sim(const std::string& args) {
+  const std::string out = temp_path("sim_stdout"), err = temp_path("sim_stderr");
+  const std::string command =
+      std::string(DUALPIPE_CLI_PATH) + " sim " + args + " >" + out + " 2>" + err;
+  const int status = std::system(command.c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+}
+
+TEST(PlanCommand, JsonRanksEveryFamilyAndTheSimulatorConfirmsTheWinner) {
+  CliRun run = run_plan("--ranks 4 --microbatches 8 --costs F=1,B=2,W=1,FB=2.5 --format json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const nlohmann::json json = nlohmann::json::parse(run.out);
+  std::vector<std::string> names;
+  for (const auto& c : json.at("candidates")) names.push_back(c.at("schedule"));
+  for (const std::string& name : dualpipe::schedule::schedule_names()) {
+    if (dualpipe::schedule::schedule_facts(name).accepts(4, 8)) {
+      EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name;
+    }
+  }
+  EXPECT_NE(std::find(names.begin(), names.end(), "search"), names.end());
+  const nlohmann::json& winner = json.at("winner");
+  EXPECT_EQ(winner, json.at("candidates")[0]);
+  CliRun sim = run_sim("--schedule " + winner.at("schedule").get<std::string>() +
+                       " --ranks 4 --microbatches 8 --costs FB=2.5 --format json");
+  ASSERT_EQ(sim.exit_code, 0) << sim.err;
+  EXPECT_DOUBLE_EQ(nlohmann::json::parse(sim.out).at("makespan").get<double>(),
+                   winner.at("step_time").get<double>());
+}
+
+TEST(PlanCommand, TableShowsTheWinnerItsPictureAndWhyOthersLost) {
+  const std::string svg = temp_path("winner.svg");
+  CliRun run = run_plan("--ranks 4 --microbatches 8 --max-activations 4 --svg " + svg);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("| 1 | zb1p"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("memory: 5 activation units > limit 4"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("winner: zb1p on 4 ranks"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("rank  3 |"), std::string::npos) << run.out;
+  EXPECT_EQ(slurp(svg).rfind("<svg", 0), 0u);
+}
+
+TEST(PlanCommand, BadInputFailsWithOneLineNamingTheValue) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--costs F=-1", "F=-1"},
+      {"--ranks 4,x", "'x'"},
+      {"--ranks 0", "got 0"},
+      {"--ranks 3 --gpus 8", "pipeline size 3 does not divide gpus=8"},
+      {"--max-activations 0.5 --ranks 4 --microbatches 8", "smallest memory that works is 1"},
+      {"--memory 1GiB --activation-bytes 1GiB --param-bytes 1GiB --ranks 4",
+       "smallest memory that works is 2 GiB"},
+      {"--memory lots", "'lots'"},
+      {"--schedules dualpipe,nope", "nope"},
+      {"--microbatches 0", "got 0"},
+  };
+  for (const auto& [args, mention] : cases) {
+    CliRun run = run_plan(args);
+    EXPECT_EQ(run.exit_code, 1) << args;
+    EXPECT_NE(run.err.find("dualpipe plan: error: "), std::string::npos) << args << ": " << run.err;
+    EXPECT_NE(run.err.find(mention), std::string::npos) << args << ": " << run.err;
+    EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << args << ": " << run.err;
+  }
+}
+
+}  // namespace
