@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -73,9 +75,11 @@ struct Stream {
 };
 
 struct RankProcess {
+  int rank = 0;  // global rank
   pid_t pid = -1;
   bool running = false;
   int status = 0;
+  int stopped_by = 0;  // the signal that stopped it (SIGSTOP, ...) while it is stopped, else 0
   Stream out;
   Stream err;
 };
@@ -137,7 +141,11 @@ class SignalGuard {
   int fd_ = -1;
 };
 
-std::vector<std::string> make_environment(const LaunchOptions& options, int rank, int port) {
+std::string master_address(const LaunchOptions& options) {
+  return options.master_addr.empty() ? "127.0.0.1" : options.master_addr;
+}
+
+std::vector<std::string> make_environment(const LaunchOptions& options, int local_rank, int port) {
   std::map<std::string, std::string> env;
   for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
     const std::string text = *entry;
@@ -145,15 +153,17 @@ std::vector<std::string> make_environment(const LaunchOptions& options, int rank
     if (eq != std::string::npos) env[text.substr(0, eq)] = text.substr(eq + 1);
   }
   // NOTE: variables of an enclosing launcher would make the rank misdetect its world.
-  for (const char* name : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_PROCID",
-                           "TORCHELASTIC_RUN_ID", kTimeoutEnv}) {
+  for (const char* name :
+       {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_PROCID", "TORCHELASTIC_RUN_ID",
+        "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_RESTART_COUNT", kStoreFileEnv, kTimeoutEnv}) {
     env.erase(name);
   }
-  env["RANK"] = std::to_string(rank);
-  env["WORLD_SIZE"] = std::to_string(options.num_ranks);
-  env["LOCAL_RANK"] = std::to_string(rank);
+  env["RANK"] = std::to_string(options.node_rank * options.num_ranks + local_rank);
+  env["WORLD_SIZE"] = std::to_string(options.num_nodes * options.num_ranks);
+  env["LOCAL_RANK"] = std::to_string(local_rank);
   env["LOCAL_WORLD_SIZE"] = std::to_string(options.num_ranks);
-  env["MASTER_ADDR"] = "127.0.0.1";
+  env["GROUP_RANK"] = std::to_string(options.node_rank);
+  env["MASTER_ADDR"] = master_address(options);
   env["MASTER_PORT"] = std::to_string(port);
   env["OMP_NUM_THREADS"] = "1";
   env[kLaunchedRankEnv] = "1";
@@ -198,12 +208,29 @@ void check_launch_options(const LaunchOptions& options) {
     throw std::invalid_argument("master port must be in [0, 65535], got " +
                                 std::to_string(options.master_port));
   }
+  if (options.num_nodes < 1 || options.node_rank < 0 || options.node_rank >= options.num_nodes) {
+    throw std::invalid_argument("dualpipe launch needs 0 <= node_rank < num_nodes, got node_rank=" +
+                                std::to_string(options.node_rank) +
+                                ", num_nodes=" + std::to_string(options.num_nodes));
+  }
+  if (options.num_nodes > 1 && (options.master_addr.empty() || options.master_port == 0)) {
+    throw std::invalid_argument(
+        "dualpipe launch on " + std::to_string(options.num_nodes) +
+        " nodes needs --master-addr (the host of node 0) and --master-port, the same on every "
+        "node; got master_addr=\"" +
+        options.master_addr + "\", master_port=" + std::to_string(options.master_port));
+  }
 }
 
-// The forked child of a rank: its own process group, stdout/stderr on the pipes, the signal mask
-// the launcher started with, then the program. Only async-signal-safe calls until exec.
-[[noreturn]] void exec_rank(int out_fd, int err_fd, const sigset_t& old_mask, char** argv,
-                            char** envp) {
+// The forked child of a rank: SIGKILL when the launcher dies, its own process group,
+// stdout/stderr on the pipes, the signal mask the launcher started with, then the program. Only
+// async-signal-safe calls until exec.
+[[noreturn]] void exec_rank(pid_t launcher, int out_fd, int err_fd, const sigset_t& old_mask,
+                            char** argv, char** envp) {
+  // NOTE: PDEATHSIG survives exec. The launcher may have died between fork and prctl, and
+  // then no signal comes: a different parent (the reaper) means it did.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != launcher) ::_exit(128 + SIGKILL);
   ::setpgid(0, 0);
   ::dup2(out_fd, STDOUT_FILENO);
   ::dup2(err_fd, STDERR_FILENO);
@@ -221,23 +248,27 @@ void check_launch_options(const LaunchOptions& options) {
 // when a pipe cannot be made, or when fork fails, after killing and reaping the ranks started.
 void start_rank(const LaunchOptions& options, int k, int port, std::vector<char*>& argv,
                 const SignalGuard& signals, std::vector<RankProcess>& ranks) {
+  const pid_t launcher = ::getpid();
   std::vector<std::string> env_strings = make_environment(options, k, port);
   std::vector<char*> envp = pointers(env_strings);
   int out[2], err[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) throw system_error("pipe");
+  const std::string which = " for rank " + std::to_string(ranks[k].rank);
+  if (::pipe2(out, O_CLOEXEC) != 0) throw system_error("pipe" + which);
   if (::pipe2(err, O_CLOEXEC) != 0) {
+    const auto error = system_error("pipe" + which);
     ::close(out[0]);
     ::close(out[1]);
-    throw system_error("pipe");
+    throw error;
   }
   const pid_t pid = ::fork();
   if (pid < 0) {
-    const auto error = system_error("fork");
+    const auto error = system_error("fork" + which);
     for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
-    kill_started(ranks);
     throw error;
   }
-  if (pid == 0) exec_rank(out[1], err[1], signals.old_mask(), argv.data(), envp.data());
+  if (pid == 0) {
+    exec_rank(launcher, out[1], err[1], signals.old_mask(), argv.data(), envp.data());
+  }
   ::setpgid(pid, pid);  // Also here: whichever of parent and child runs first.
   ::close(out[1]);
   ::close(err[1]);
@@ -252,7 +283,20 @@ std::vector<RankProcess> start_ranks(const LaunchOptions& options, int port,
   std::vector<std::string> args = options.command;
   std::vector<char*> argv = pointers(args);
   std::vector<RankProcess> ranks(options.num_ranks);
-  for (int k = 0; k < options.num_ranks; ++k) start_rank(options, k, port, argv, signals, ranks);
+  for (int k = 0; k < options.num_ranks; ++k)
+    ranks[k].rank = options.node_rank * options.num_ranks + k;
+  try {
+    for (int k = 0; k < options.num_ranks; ++k) start_rank(options, k, port, argv, signals, ranks);
+  } catch (...) {
+    // NOTE: a job missing a rank would only wait for it until the timeout.
+    kill_started(ranks);
+    for (RankProcess& rank : ranks) {
+      for (int fd : {rank.out.fd, rank.err.fd}) {
+        if (fd >= 0) ::close(fd);
+      }
+    }
+    throw;
+  }
   return ranks;
 }
 
@@ -261,6 +305,8 @@ struct Job {
   std::vector<RankProcess> ranks;
   int num_running = 0;
   int first_failed = -1;   // the first rank that failed before the ranks were told to stop
+  int blamed = -1;         // a rank stopped by a signal when that happened: it stopped answering
+  int blamed_signal = 0;   // ... and the signal that stopped it
   int interrupted_by = 0;  // the signal the launcher got and forwarded (0: none)
   bool stopping = false;   // the ranks were sent SIGTERM or the forwarded signal
   bool killed = false;     // ... and then SIGKILL, after the grace period
@@ -268,11 +314,19 @@ struct Job {
   Clock::time_point all_ended_at{};
 };
 
-// Sends `sig` to every running rank; those alive after the grace period get SIGKILL.
-void stop_ranks(Job& job, const LaunchOptions& options, int sig) {
+// Sends `sig` to every running rank; those alive after `grace` get SIGKILL.
+void stop_ranks(Job& job, std::chrono::milliseconds grace, int sig) {
   job.stopping = true;
-  job.kill_at = Clock::now() + options.grace_period;
+  job.kill_at = Clock::now() + grace;
   signal_all(job.ranks, sig);
+}
+
+// The index of a rank that is stopped by a signal now, or -1.
+int stopped_rank(const Job& job) {
+  for (size_t k = 0; k < job.ranks.size(); ++k) {
+    if (job.ranks[k].running && job.ranks[k].stopped_by != 0) return static_cast<int>(k);
+  }
+  return -1;
 }
 
 // Says that rank `k` failed. The first failure before any stop stops the others; a rank that
@@ -282,16 +336,36 @@ void on_rank_failed(Job& job, const LaunchOptions& options, int k) {
   const int status = rank.status;
   if (job.first_failed < 0 && !job.stopping) {
     job.first_failed = k;
-    write_all(options.stderr_fd, "dualpipe launch: rank " + std::to_string(k) + " (pid " +
+    write_all(options.stderr_fd, "dualpipe launch: rank " + std::to_string(rank.rank) + " (pid " +
                                      std::to_string(rank.pid) + ") " + describe(status) +
                                      "; stopping the other ranks\n");
-    stop_ranks(job, options, SIGTERM);
+    job.blamed = stopped_rank(job);
+    if (job.blamed >= 0) job.blamed_signal = job.ranks[job.blamed].stopped_by;
+    stop_ranks(job, options.grace_period, SIGTERM);
   } else if (!(job.stopping && WIFSIGNALED(status) &&
                (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGKILL ||
                 WTERMSIG(status) == job.interrupted_by))) {
     write_all(options.stderr_fd,
-              "dualpipe launch: rank " + std::to_string(k) + " " + describe(status) + "\n");
+              "dualpipe launch: rank " + std::to_string(rank.rank) + " " + describe(status) + "\n");
   }
+}
+
+// A rank that a signal stopped (SIGSTOP, SIGTSTP) cannot answer its peers: they will time out
+// and fail, bystanders, so the launcher says now who stopped.
+void on_rank_stopped_or_continued(Job& job, const LaunchOptions& options, int k, int status) {
+  RankProcess& rank = job.ranks[k];
+  if (WIFCONTINUED(status)) {
+    rank.stopped_by = 0;
+    write_all(options.stderr_fd,
+              "dualpipe launch: rank " + std::to_string(rank.rank) + " continued\n");
+    return;
+  }
+  rank.stopped_by = WSTOPSIG(status);
+  write_all(options.stderr_fd, "dualpipe launch: rank " + std::to_string(rank.rank) + " (pid " +
+                                   std::to_string(rank.pid) + ") was stopped by signal " +
+                                   std::to_string(rank.stopped_by) + " (" +
+                                   strsignal(rank.stopped_by) +
+                                   "); its peers wait for it until their timeout\n");
 }
 
 // Reaps the ranks that ended (also without SIGCHLD: another thread of this process may have
@@ -301,8 +375,12 @@ void reap_ended_ranks(Job& job, const LaunchOptions& options) {
     RankProcess& rank = job.ranks[k];
     if (!rank.running) continue;
     int status = 0;
-    const pid_t done = ::waitpid(rank.pid, &status, WNOHANG);
+    const pid_t done = ::waitpid(rank.pid, &status, WNOHANG | WUNTRACED | WCONTINUED);
     if (done != rank.pid) continue;
+    if (WIFSTOPPED(status) || WIFCONTINUED(status)) {
+      on_rank_stopped_or_continued(job, options, k, status);
+      continue;
+    }
     rank.running = false;
     rank.status = status;
     if (--job.num_running == 0) job.all_ended_at = Clock::now();
@@ -337,7 +415,7 @@ void forward_signals(Job& job, const LaunchOptions& options, int signal_fd) {
       job.interrupted_by = sig;
       write_all(options.stderr_fd, std::string("dualpipe launch: got ") + strsignal(sig) +
                                        ", forwarding it to the ranks\n");
-      stop_ranks(job, options, sig);
+      stop_ranks(job, options.interrupt_grace_period.value_or(options.grace_period), sig);
     }
   }
 }
@@ -351,7 +429,7 @@ void wait_and_forward(Job& job, const LaunchOptions& options, const SignalGuard&
     for (Stream* stream : {&job.ranks[k].out, &job.ranks[k].err}) {
       if (stream->fd < 0) continue;
       fds.push_back({stream->fd, POLLIN, 0});
-      streams.emplace_back(k, stream);
+      streams.emplace_back(job.ranks[k].rank, stream);
     }
   }
   const int ready = ::poll(fds.data(), fds.size(), 100);
@@ -384,9 +462,17 @@ void monitor(Job& job, const LaunchOptions& options, const SignalGuard& signals)
 int report_outcome(const Job& job, const LaunchOptions& options) {
   if (job.first_failed >= 0) {
     const RankProcess& rank = job.ranks[job.first_failed];
-    write_all(options.stderr_fd, "dualpipe launch: failed: rank " +
-                                     std::to_string(job.first_failed) + " " +
-                                     describe(rank.status) + "\n");
+    const std::string first = "rank " + std::to_string(rank.rank) + " " + describe(rank.status);
+    if (job.blamed >= 0) {
+      const RankProcess& culprit = job.ranks[job.blamed];
+      write_all(options.stderr_fd, "dualpipe launch: failed: rank " + std::to_string(culprit.rank) +
+                                       " stopped answering (stopped by signal " +
+                                       std::to_string(job.blamed_signal) + ", " +
+                                       strsignal(job.blamed_signal) +
+                                       "); first to fail waiting for it: " + first + "\n");
+    } else {
+      write_all(options.stderr_fd, "dualpipe launch: failed: " + first + "\n");
+    }
     return exit_code(rank.status) == 0 ? 1 : exit_code(rank.status);
   }
   if (job.interrupted_by != 0) return 128 + job.interrupted_by;
@@ -442,9 +528,12 @@ int launch_local(const LaunchOptions& user_options) {
   check_launch_options(user_options);
   // NOTE: local ranks meet in a file store, not a TCPStore (which would listen on every
   // interface, unauthenticated): a local job opens no socket another host can reach.
-  const PrivateStoreDirectory store_directory;
   LaunchOptions options = user_options;
-  options.extra_env.emplace_back(kStoreFileEnv, store_directory.store_file());
+  std::optional<PrivateStoreDirectory> store_directory;
+  if (options.num_nodes == 1 && is_loopback_address(master_address(options))) {
+    store_directory.emplace();
+    options.extra_env.emplace_back(kStoreFileEnv, store_directory->store_file());
+  }
   const int port = options.master_port != 0 ? options.master_port : pick_free_port();
   sigset_t mask;
   sigemptyset(&mask);
