@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -145,6 +146,10 @@ std::string master_address(const LaunchOptions& options) {
   return options.master_addr.empty() ? "127.0.0.1" : options.master_addr;
 }
 
+std::string failure_report_path(const std::string& dir, int rank) {
+  return dir + "/error." + std::to_string(rank);
+}
+
 std::vector<std::string> make_environment(const LaunchOptions& options, int local_rank, int port) {
   std::map<std::string, std::string> env;
   for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
@@ -155,7 +160,8 @@ std::vector<std::string> make_environment(const LaunchOptions& options, int loca
   // NOTE: variables of an enclosing launcher would make the rank misdetect its world.
   for (const char* name :
        {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_PROCID", "TORCHELASTIC_RUN_ID",
-        "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_RESTART_COUNT", kStoreFileEnv, kTimeoutEnv}) {
+        "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_RESTART_COUNT", kStoreFileEnv, kErrorDirEnv,
+        kTimeoutEnv}) {
     env.erase(name);
   }
   env["RANK"] = std::to_string(options.node_rank * options.num_ranks + local_rank);
@@ -304,12 +310,15 @@ std::vector<RankProcess> start_ranks(const LaunchOptions& options, int port,
 struct Job {
   std::vector<RankProcess> ranks;
   int num_running = 0;
-  int first_failed = -1;   // the first rank that failed before the ranks were told to stop
-  int blamed = -1;         // a rank stopped by a signal when that happened: it stopped answering
-  int blamed_signal = 0;   // ... and the signal that stopped it
-  int interrupted_by = 0;  // the signal the launcher got and forwarded (0: none)
-  bool stopping = false;   // the ranks were sent SIGTERM or the forwarded signal
-  bool killed = false;     // ... and then SIGKILL, after the grace period
+  int first_failed = -1;  // the first rank that failed before the ranks were told to stop
+  int blamed = -1;        // a rank stopped by a signal when that happened: it stopped answering
+  int blamed_signal = 0;  // ... and the signal that stopped it
+  std::string cause;      // what the first failed rank reported (report_rank_failure)
+  bool failed_while_running = false;  // ... before it ended (then the stop may have ended it)
+  std::string error_dir;              // where ranks write their failure reports ("": nowhere)
+  int interrupted_by = 0;             // the signal the launcher got and forwarded (0: none)
+  bool stopping = false;              // the ranks were sent SIGTERM or the forwarded signal
+  bool killed = false;                // ... and then SIGKILL, after the grace period
   Clock::time_point kill_at{};
   Clock::time_point all_ended_at{};
 };
@@ -334,20 +343,82 @@ int stopped_rank(const Job& job) {
 void on_rank_failed(Job& job, const LaunchOptions& options, int k) {
   const RankProcess& rank = job.ranks[k];
   const int status = rank.status;
-  if (job.first_failed < 0 && !job.stopping) {
-    job.first_failed = k;
-    write_all(options.stderr_fd, "dualpipe launch: rank " + std::to_string(rank.rank) + " (pid " +
-                                     std::to_string(rank.pid) + ") " + describe(status) +
-                                     "; stopping the other ranks\n");
-    job.blamed = stopped_rank(job);
-    if (job.blamed >= 0) job.blamed_signal = job.ranks[job.blamed].stopped_by;
-    stop_ranks(job, options.grace_period, SIGTERM);
-  } else if (!(job.stopping && WIFSIGNALED(status) &&
-               (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGKILL ||
-                WTERMSIG(status) == job.interrupted_by))) {
+  if (job.first_failed == k) return;  // said when the job was stopped for it
+  if (!(job.stopping && WIFSIGNALED(status) &&
+        (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGKILL ||
+         WTERMSIG(status) == job.interrupted_by))) {
     write_all(options.stderr_fd,
               "dualpipe launch: rank " + std::to_string(rank.rank) + " " + describe(status) + "\n");
   }
+}
+
+// The failure report (report_rank_failure) of rank `k`: its time in ns and message, if any.
+std::optional<std::pair<long long, std::string>> failure_report(const Job& job, int k) {
+  if (job.error_dir.empty()) return std::nullopt;
+  std::ifstream in(failure_report_path(job.error_dir, job.ranks[k].rank));
+  long long time_ns = 0;
+  std::string message;
+  if (!(in >> time_ns)) return std::nullopt;
+  in.get();
+  std::getline(in, message);
+  return std::make_pair(time_ns, message);
+}
+
+// Whether a failure report says the rank lost a peer (Gloo's and dualpipe's messages for a
+// closed, reset or silent connection) rather than failing on its own.
+bool lost_a_peer(const std::string& message) {
+  for (const char* sign : {"by peer", "Connection reset", "Broken pipe", "timed out", "Timed out",
+                           "the peer stopped"}) {
+    if (message.find(sign) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// Of the ranks that just failed (`failed`, in rank order) and any rank that reported a failure
+// while still running, the root cause: a rank killed by a signal (it could not report, and its
+// peers failed only once it was gone), else the earliest report of a rank that failed on its
+// own, else the earliest report (torchrun's "first observed failure"), else the first in rank
+// order. NOTE: a rank that throws unwinds, closing its connections, before its report is
+// written, so a peer that saw them close may report first; its message says it lost a peer.
+int root_cause(const Job& job, const std::vector<int>& failed) {
+  for (int k : failed) {
+    const int status = job.ranks[k].status;
+    if (WIFSIGNALED(status) && !failure_report(job, k)) return k;
+  }
+  int earliest = -1;
+  bool earliest_lost_a_peer = true;
+  long long earliest_ns = 0;
+  for (size_t k = 0; k < job.ranks.size(); ++k) {
+    const auto report = failure_report(job, static_cast<int>(k));
+    if (!report) continue;
+    const bool lost = lost_a_peer(report->second);
+    if (earliest < 0 || (earliest_lost_a_peer && !lost) ||
+        (lost == earliest_lost_a_peer && report->first < earliest_ns)) {
+      earliest = static_cast<int>(k);
+      earliest_lost_a_peer = lost;
+      earliest_ns = report->first;
+    }
+  }
+  return earliest >= 0 ? earliest : failed.front();
+}
+
+// Stops the job for the ranks that just failed: names the root cause among them, and a rank
+// stopped by a signal, if one is, as the one that stopped answering.
+void on_first_failures(Job& job, const LaunchOptions& options, const std::vector<int>& failed) {
+  const int k = root_cause(job, failed);
+  const RankProcess& rank = job.ranks[k];
+  job.first_failed = k;
+  const auto report = failure_report(job, k);
+  job.cause = report ? report->second : "";
+  job.failed_while_running = rank.running;
+  const std::string what = rank.running ? "failed" : describe(rank.status);
+  write_all(options.stderr_fd, "dualpipe launch: rank " + std::to_string(rank.rank) + " (pid " +
+                                   std::to_string(rank.pid) + ") " + what +
+                                   (job.cause.empty() ? "" : ": " + job.cause) +
+                                   "; stopping the other ranks\n");
+  job.blamed = stopped_rank(job);
+  if (job.blamed >= 0) job.blamed_signal = job.ranks[job.blamed].stopped_by;
+  stop_ranks(job, options.grace_period, SIGTERM);
 }
 
 // A rank that a signal stopped (SIGSTOP, SIGTSTP) cannot answer its peers: they will time out
@@ -371,6 +442,7 @@ void on_rank_stopped_or_continued(Job& job, const LaunchOptions& options, int k,
 // Reaps the ranks that ended (also without SIGCHLD: another thread of this process may have
 // taken it).
 void reap_ended_ranks(Job& job, const LaunchOptions& options) {
+  std::vector<int> newly_failed;
   for (int k = 0; k < options.num_ranks; ++k) {
     RankProcess& rank = job.ranks[k];
     if (!rank.running) continue;
@@ -384,8 +456,11 @@ void reap_ended_ranks(Job& job, const LaunchOptions& options) {
     rank.running = false;
     rank.status = status;
     if (--job.num_running == 0) job.all_ended_at = Clock::now();
-    if (failed(status)) on_rank_failed(job, options, k);
+    if (failed(status)) newly_failed.push_back(k);
   }
+  if (newly_failed.empty()) return;
+  if (job.first_failed < 0 && !job.stopping) on_first_failures(job, options, newly_failed);
+  for (int k : newly_failed) on_rank_failed(job, options, k);
 }
 
 // Every rank has ended and its pipes are at EOF, or kDrainTime passed since.
@@ -462,7 +537,9 @@ void monitor(Job& job, const LaunchOptions& options, const SignalGuard& signals)
 int report_outcome(const Job& job, const LaunchOptions& options) {
   if (job.first_failed >= 0) {
     const RankProcess& rank = job.ranks[job.first_failed];
-    const std::string first = "rank " + std::to_string(rank.rank) + " " + describe(rank.status);
+    const std::string first = "rank " + std::to_string(rank.rank) + " " +
+                              (job.failed_while_running ? "failed" : describe(rank.status)) +
+                              (job.cause.empty() ? "" : ": " + job.cause);
     if (job.blamed >= 0) {
       const RankProcess& culprit = job.ranks[job.blamed];
       write_all(options.stderr_fd, "dualpipe launch: failed: rank " + std::to_string(culprit.rank) +
@@ -473,6 +550,7 @@ int report_outcome(const Job& job, const LaunchOptions& options) {
     } else {
       write_all(options.stderr_fd, "dualpipe launch: failed: " + first + "\n");
     }
+    if (job.failed_while_running) return 1;
     return exit_code(rank.status) == 0 ? 1 : exit_code(rank.status);
   }
   if (job.interrupted_by != 0) return 128 + job.interrupted_by;
@@ -480,6 +558,21 @@ int report_outcome(const Job& job, const LaunchOptions& options) {
 }
 
 }  // namespace
+
+void report_rank_failure(const std::string& what) {
+  const char* dir = std::getenv(kErrorDirEnv);
+  const char* rank = std::getenv("RANK");
+  if (dir == nullptr || rank == nullptr) return;
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  try {
+    std::ofstream out(failure_report_path(dir, std::atoi(rank)), std::ios::trunc);
+    out << static_cast<long long>(now.tv_sec) * 1000000000LL + now.tv_nsec << " "
+        << what.substr(0, what.find('\n')) << "\n";
+  } catch (...) {
+    // NOTE: a report that cannot be written only costs the launcher its best guess.
+  }
+}
 
 int pick_free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -519,6 +612,7 @@ class PrivateStoreDirectory {
   PrivateStoreDirectory(const PrivateStoreDirectory&) = delete;
   PrivateStoreDirectory& operator=(const PrivateStoreDirectory&) = delete;
   std::string store_file() const { return path_ + "/store"; }
+  const std::string& path() const { return path_; }
 
  private:
   std::string path_;
@@ -529,10 +623,11 @@ int launch_local(const LaunchOptions& user_options) {
   // NOTE: local ranks meet in a file store, not a TCPStore (which would listen on every
   // interface, unauthenticated): a local job opens no socket another host can reach.
   LaunchOptions options = user_options;
-  std::optional<PrivateStoreDirectory> store_directory;
+  // The private directory also holds the ranks' failure reports.
+  const PrivateStoreDirectory private_directory;
+  options.extra_env.emplace_back(kErrorDirEnv, private_directory.path());
   if (options.num_nodes == 1 && is_loopback_address(master_address(options))) {
-    store_directory.emplace();
-    options.extra_env.emplace_back(kStoreFileEnv, store_directory->store_file());
+    options.extra_env.emplace_back(kStoreFileEnv, private_directory.store_file());
   }
   const int port = options.master_port != 0 ? options.master_port : pick_free_port();
   sigset_t mask;
@@ -542,6 +637,7 @@ int launch_local(const LaunchOptions& user_options) {
   sigaddset(&mask, SIGTERM);
   SignalGuard signals(mask);
   Job job;
+  job.error_dir = private_directory.path();
   job.ranks = start_ranks(options, port, signals);
   job.num_running = options.num_ranks;
   monitor(job, options, signals);

@@ -119,3 +119,20 @@ start_node() {
     --master-addr 10.77.0.1 --master-port 29400 -n 2 -- "$@" >"$log" 2>&1 &
   LAUNCHER_PID=$!
 }
+
+# The pid of the rank with RANK=$2 among the children of launcher $1 (waits until it is there).
+rank_pid() {
+  local launcher=$1 rank=$2 dir ppid
+  while true; do
+    for dir in /proc/[0-9]*; do
+      ppid=$({ awk '{print $4}' "$dir/stat"; } 2>/dev/null) || continue
+      [ "$ppid" = "$launcher" ] || continue
+      if { tr '\0' '\n' <"$dir/environ"; } 2>/dev/null | grep -qx "RANK=$rank"; then
+        echo "${dir#/proc/}"
+        return 0
+      fi
+    done
+    kill -0 "$launcher" 2>/dev/null || fail "launcher $launcher ended before rank $rank started"
+    sleep 0.1
+  done
+}

@@ -44,6 +44,8 @@ inline constexpr const char* kLaunchedRankEnv = "DUALPIPE_LAUNCHED";
 inline constexpr const char* kTimeoutEnv = "DUALPIPE_TIMEOUT";
 // The rendezvous file store of a local job (see DistributedEnv::store_file).
 inline constexpr const char* kStoreFileEnv = "DUALPIPE_STORE_FILE";
+// Where `dualpipe launch` collects its ranks' failure reports (runtime::report_rank_failure).
+inline constexpr const char* kErrorDirEnv = "DUALPIPE_ERROR_DIR";
 
 // A copy of this process's environment.
 EnvMap current_environment();

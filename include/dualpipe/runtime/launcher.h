@@ -66,6 +66,13 @@ struct LaunchOptions {
 // process or pipe cannot be created, after killing and reaping the ranks already started.
 int launch_local(const LaunchOptions& options);
 
+// Called by a rank's top-level error handler (the `dualpipe` command's main, the launch worker)
+// with what made it fail: under `dualpipe launch` it records the time and the message's first
+// line for the launcher (in DUALPIPE_ERROR_DIR), which blames the rank that failed first, not
+// the peers that failed because it was gone, and names the cause in its final line. Elsewhere it
+// does nothing. Never throws.
+void report_rank_failure(const std::string& what);
+
 // A TCP port that was free on 127.0.0.1 a moment ago (bind to port 0, read it back, close).
 int pick_free_port();
 
