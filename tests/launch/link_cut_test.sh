@@ -9,7 +9,7 @@ make_two_hosts
 
 # shellcheck disable=SC2046
 job=("$DUALPIPE" train --ranks 4 $(train_args) --steps 100000 --checkpoint-interval 100000
-     --eval-interval 100000 --timeout 5 --run-dir "$WORK/run")
+     --eval-interval 100000 --timeout 10 --run-dir "$WORK/run")
 start_node "$HOST_A" 0 "$WORK/a.log" "${job[@]}"
 a=$LAUNCHER_PID
 start_node "$HOST_B" 1 "$WORK/b.log" "${job[@]}"
