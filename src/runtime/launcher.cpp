@@ -158,10 +158,9 @@ std::vector<std::string> make_environment(const LaunchOptions& options, int loca
     if (eq != std::string::npos) env[text.substr(0, eq)] = text.substr(eq + 1);
   }
   // NOTE: variables of an enclosing launcher would make the rank misdetect its world.
-  for (const char* name :
-       {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_PROCID", "TORCHELASTIC_RUN_ID",
-        "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_RESTART_COUNT", kStoreFileEnv, kErrorDirEnv,
-        kTimeoutEnv}) {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_PROCID",
+                           "TORCHELASTIC_RUN_ID", "TORCHELASTIC_USE_AGENT_STORE",
+                           "TORCHELASTIC_RESTART_COUNT", kStoreFileEnv, kErrorDirEnv}) {
     env.erase(name);
   }
   env["RANK"] = std::to_string(options.node_rank * options.num_ranks + local_rank);
@@ -173,6 +172,8 @@ std::vector<std::string> make_environment(const LaunchOptions& options, int loca
   env["MASTER_PORT"] = std::to_string(port);
   env["OMP_NUM_THREADS"] = "1";
   env[kLaunchedRankEnv] = "1";
+  // NOTE: a DUALPIPE_TIMEOUT of the launcher's own environment reaches the ranks unless
+  // options.timeout_s replaces it.
   if (options.timeout_s > 0) env[kTimeoutEnv] = std::to_string(options.timeout_s);
   for (const auto& [name, value] : options.extra_env) env[name] = value;
   std::vector<std::string> result;

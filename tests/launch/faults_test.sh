@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # A rank that stops answering (SIGSTOP), dies (SIGKILL) or throws ends the job with the cause
 # named, on one host or across two; every launcher exits non-zero and no process is left.
-#   faults_test.sh stop|kill HOSTS   `dualpipe train` PP=4 with --timeout 10; rank 2 is stopped
+#   faults_test.sh stop|kill HOSTS   `dualpipe train` PP=4 with a 10 s timeout; rank 2 is stopped
 #                                    or killed mid-training
 #   faults_test.sh throw HOSTS       the launch worker's rank 1 throws after joining
 # HOSTS is 1 (one `dualpipe train` / `dualpipe launch -n 4`) or 2 (two namespaces, 2 ranks each).
 source "$(dirname "$0")/lib.sh"
 mode=${1:?stop, kill or throw}
 hosts=${2:-1}
+# The timeout comes from DUALPIPE_TIMEOUT on one host and from --timeout across two: both reach
+# the ranks of `dualpipe train`.
+timeout=(--timeout 10)
+if [ "$hosts" = 1 ]; then
+  export DUALPIPE_TIMEOUT=10
+  timeout=()
+fi
 # shellcheck disable=SC2046
 train=("$DUALPIPE" train --ranks 4 $(train_args) --steps 100000 --eval-interval 100000
-       --checkpoint-interval 100000 --timeout 10 --run-dir "$WORK/run")
+       --checkpoint-interval 100000 "${timeout[@]}" --run-dir "$WORK/run")
 if [ "$mode" = throw ]; then
   : "${DUALPIPE_LAUNCH_WORKER:?DUALPIPE_LAUNCH_WORKER must name the launch worker}"
   job=("$DUALPIPE_LAUNCH_WORKER" throw "$WORK/run")
@@ -24,7 +31,7 @@ launchers=()
 logs=()
 if [ "$hosts" = 1 ]; then
   if [ "$mode" = throw ]; then
-    "$DUALPIPE" launch -n 4 --timeout 10 -- "${job[@]}" >"$WORK/a.log" 2>&1 &
+    "$DUALPIPE" launch -n 4 -- "${job[@]}" >"$WORK/a.log" 2>&1 &
   else
     "${job[@]}" >"$WORK/a.log" 2>&1 &
   fi

@@ -31,7 +31,8 @@ struct LaunchOptions {
   // Rendezvous port exported as MASTER_PORT; 0 picks a free port (one node only: on several
   // nodes every launcher must be given the same port).
   int master_port = 0;
-  // Communication timeout exported as DUALPIPE_TIMEOUT (seconds); unset when <= 0.
+  // Communication timeout exported as DUALPIPE_TIMEOUT (seconds); when <= 0 the ranks get the
+  // launcher's own DUALPIPE_TIMEOUT, if any.
   double timeout_s = 0;
   // After the first rank fails the others get SIGTERM, and SIGKILL when they are still alive
   // after this long.
