@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "command.h"
+#include "dualpipe/runtime/launcher.h"
 #include "dualpipe/schedule/allocator_tuning.h"
 
 namespace dualpipe::cli {
@@ -30,6 +31,7 @@ int main(int argc, char** argv) {
       return command.run();
     } catch (const std::exception& e) {
       std::cerr << "dualpipe " << command.app->get_name() << ": error: " << e.what() << "\n";
+      dualpipe::runtime::report_rank_failure(e.what());
       return 1;
     }
   }

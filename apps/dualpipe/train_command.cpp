@@ -50,6 +50,8 @@ struct TrainOptions {
   train::TrainConfig cli;  // values as given on the command line
   std::string config_file;
   std::string resume_dir;
+  // Communication timeout of the ranks in seconds (0: DUALPIPE_TIMEOUT, else the default).
+  double timeout_s = 0;
   // Setters applied over the file/checkpoint config for options given explicitly.
   std::vector<std::pair<CLI::Option*, std::function<void(train::TrainConfig&)>>> overrides;
 };
@@ -98,13 +100,24 @@ int run_rank(const TrainOptions& o) {
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
-  runtime::DistributedContext context = runtime::init_distributed();
+  runtime::DistributedEnv env = runtime::detect_distributed_env(runtime::current_environment());
+  if (o.timeout_s > 0) {
+    env.timeout = std::chrono::milliseconds(static_cast<long long>(o.timeout_s * 1000));
+  }
+  runtime::DistributedContext context = runtime::init_distributed(env);
   train::RunControl control;
   control.resume = !o.resume_dir.empty();
   control.stop_requested = &g_stop_requested;
   control.out = &std::cout;
   const train::RunResult result = train::train_rank(config, context, control);
   return result.outcome == train::RunOutcome::kNonFinite ? 3 : 0;
+}
+
+// --timeout, else DUALPIPE_TIMEOUT of this process (checked as the ranks will read it), else 0.
+double job_timeout_s(const TrainOptions& o) {
+  if (o.timeout_s > 0) return o.timeout_s;
+  const auto timeout = runtime::detect_distributed_env(runtime::current_environment()).timeout;
+  return timeout ? static_cast<double>(timeout->count()) / 1000 : 0;
 }
 
 // Starts the job's ranks (or, for one rank, runs it here) while this process holds the run
@@ -133,8 +146,10 @@ int launch_job(const TrainOptions& o) {
       runtime::LaunchOptions launch;
       launch.num_ranks = world;
       // NOTE: on Ctrl-C the ranks finish their step and write a checkpoint before exiting;
-      // the launcher must not SIGKILL them meanwhile.
-      launch.grace_period = std::chrono::milliseconds(120000);
+      // the launcher must not SIGKILL them meanwhile. After a rank failed no step can finish,
+      // so the others get the launcher's short grace (a stopped rank must not hold the job).
+      launch.interrupt_grace_period = std::chrono::milliseconds(120000);
+      launch.timeout_s = job_timeout_s(o);
       launch.command = {"/proc/self/exe"};
       for (const std::string& arg : own_arguments()) launch.command.push_back(arg);
       launch.extra_env.emplace_back(kRunFolderLockedEnv, lock.path());
@@ -162,6 +177,10 @@ Command add_train_command(CLI::App& app) {
                   "\"hidden_size\"); the command line overrides it");
   sub->add_option("--resume", o->resume_dir,
                   "Continue the run in this folder from its latest checkpoint");
+  sub->add_option("--timeout", o->timeout_s,
+                  "Seconds a rank waits for a peer before failing (default: DUALPIPE_TIMEOUT, "
+                  "else 60)")
+      ->check(CLI::PositiveNumber);
   std::string names;
   for (const std::string& name : schedule::schedule_names()) {
     names += (names.empty() ? "" : ", ") + name;

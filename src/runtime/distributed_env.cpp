@@ -109,6 +109,14 @@ DistributedEnv from_torchrun(const EnvMap& env) {
         ") but MASTER_ADDR and MASTER_PORT are not both set: export the address and port of "
         "rank 0's rendezvous store");
   }
+  // NOTE: torchrun's agent serves the store on MASTER_PORT itself; a rank 0 that tried to serve
+  // it too would fail to bind (torch.distributed's _create_c10d_store makes every rank a client).
+  const std::string* agent_store = find(env, "TORCHELASTIC_USE_AGENT_STORE");
+  if (agent_store != nullptr && *agent_store == "True") {
+    result.use_agent_store = true;
+    const std::string* restart = find(env, "TORCHELASTIC_RESTART_COUNT");
+    result.store_prefix = "dualpipe/attempt_" + (restart != nullptr ? *restart : "0");
+  }
   return result;
 }
 

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -14,7 +15,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -73,9 +76,11 @@ struct Stream {
 };
 
 struct RankProcess {
+  int rank = 0;  // global rank
   pid_t pid = -1;
   bool running = false;
   int status = 0;
+  int stopped_by = 0;  // the signal that stopped it (SIGSTOP, ...) while it is stopped, else 0
   Stream out;
   Stream err;
 };
@@ -137,7 +142,15 @@ class SignalGuard {
   int fd_ = -1;
 };
 
-std::vector<std::string> make_environment(const LaunchOptions& options, int rank, int port) {
+std::string master_address(const LaunchOptions& options) {
+  return options.master_addr.empty() ? "127.0.0.1" : options.master_addr;
+}
+
+std::string failure_report_path(const std::string& dir, int rank) {
+  return dir + "/error." + std::to_string(rank);
+}
+
+std::vector<std::string> make_environment(const LaunchOptions& options, int local_rank, int port) {
   std::map<std::string, std::string> env;
   for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
     const std::string text = *entry;
@@ -146,17 +159,21 @@ std::vector<std::string> make_environment(const LaunchOptions& options, int rank
   }
   // NOTE: variables of an enclosing launcher would make the rank misdetect its world.
   for (const char* name : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_PROCID",
-                           "TORCHELASTIC_RUN_ID", kTimeoutEnv}) {
+                           "TORCHELASTIC_RUN_ID", "TORCHELASTIC_USE_AGENT_STORE",
+                           "TORCHELASTIC_RESTART_COUNT", kStoreFileEnv, kErrorDirEnv}) {
     env.erase(name);
   }
-  env["RANK"] = std::to_string(rank);
-  env["WORLD_SIZE"] = std::to_string(options.num_ranks);
-  env["LOCAL_RANK"] = std::to_string(rank);
+  env["RANK"] = std::to_string(options.node_rank * options.num_ranks + local_rank);
+  env["WORLD_SIZE"] = std::to_string(options.num_nodes * options.num_ranks);
+  env["LOCAL_RANK"] = std::to_string(local_rank);
   env["LOCAL_WORLD_SIZE"] = std::to_string(options.num_ranks);
-  env["MASTER_ADDR"] = "127.0.0.1";
+  env["GROUP_RANK"] = std::to_string(options.node_rank);
+  env["MASTER_ADDR"] = master_address(options);
   env["MASTER_PORT"] = std::to_string(port);
   env["OMP_NUM_THREADS"] = "1";
   env[kLaunchedRankEnv] = "1";
+  // NOTE: a DUALPIPE_TIMEOUT of the launcher's own environment reaches the ranks unless
+  // options.timeout_s replaces it.
   if (options.timeout_s > 0) env[kTimeoutEnv] = std::to_string(options.timeout_s);
   for (const auto& [name, value] : options.extra_env) env[name] = value;
   std::vector<std::string> result;
@@ -198,12 +215,29 @@ void check_launch_options(const LaunchOptions& options) {
     throw std::invalid_argument("master port must be in [0, 65535], got " +
                                 std::to_string(options.master_port));
   }
+  if (options.num_nodes < 1 || options.node_rank < 0 || options.node_rank >= options.num_nodes) {
+    throw std::invalid_argument("dualpipe launch needs 0 <= node_rank < num_nodes, got node_rank=" +
+                                std::to_string(options.node_rank) +
+                                ", num_nodes=" + std::to_string(options.num_nodes));
+  }
+  if (options.num_nodes > 1 && (options.master_addr.empty() || options.master_port == 0)) {
+    throw std::invalid_argument(
+        "dualpipe launch on " + std::to_string(options.num_nodes) +
+        " nodes needs --master-addr (the host of node 0) and --master-port, the same on every "
+        "node; got master_addr=\"" +
+        options.master_addr + "\", master_port=" + std::to_string(options.master_port));
+  }
 }
 
-// The forked child of a rank: its own process group, stdout/stderr on the pipes, the signal mask
-// the launcher started with, then the program. Only async-signal-safe calls until exec.
-[[noreturn]] void exec_rank(int out_fd, int err_fd, const sigset_t& old_mask, char** argv,
-                            char** envp) {
+// The forked child of a rank: SIGKILL when the launcher dies, its own process group,
+// stdout/stderr on the pipes, the signal mask the launcher started with, then the program. Only
+// async-signal-safe calls until exec.
+[[noreturn]] void exec_rank(pid_t launcher, int out_fd, int err_fd, const sigset_t& old_mask,
+                            char** argv, char** envp) {
+  // NOTE: PDEATHSIG survives exec. The launcher may have died between fork and prctl, and
+  // then no signal comes: a different parent (the reaper) means it did.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != launcher) ::_exit(128 + SIGKILL);
   ::setpgid(0, 0);
   ::dup2(out_fd, STDOUT_FILENO);
   ::dup2(err_fd, STDERR_FILENO);
@@ -221,23 +255,27 @@ void check_launch_options(const LaunchOptions& options) {
 // when a pipe cannot be made, or when fork fails, after killing and reaping the ranks started.
 void start_rank(const LaunchOptions& options, int k, int port, std::vector<char*>& argv,
                 const SignalGuard& signals, std::vector<RankProcess>& ranks) {
+  const pid_t launcher = ::getpid();
   std::vector<std::string> env_strings = make_environment(options, k, port);
   std::vector<char*> envp = pointers(env_strings);
   int out[2], err[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) throw system_error("pipe");
+  const std::string which = " for rank " + std::to_string(ranks[k].rank);
+  if (::pipe2(out, O_CLOEXEC) != 0) throw system_error("pipe" + which);
   if (::pipe2(err, O_CLOEXEC) != 0) {
+    const auto error = system_error("pipe" + which);
     ::close(out[0]);
     ::close(out[1]);
-    throw system_error("pipe");
+    throw error;
   }
   const pid_t pid = ::fork();
   if (pid < 0) {
-    const auto error = system_error("fork");
+    const auto error = system_error("fork" + which);
     for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
-    kill_started(ranks);
     throw error;
   }
-  if (pid == 0) exec_rank(out[1], err[1], signals.old_mask(), argv.data(), envp.data());
+  if (pid == 0) {
+    exec_rank(launcher, out[1], err[1], signals.old_mask(), argv.data(), envp.data());
+  }
   ::setpgid(pid, pid);  // Also here: whichever of parent and child runs first.
   ::close(out[1]);
   ::close(err[1]);
@@ -252,7 +290,20 @@ std::vector<RankProcess> start_ranks(const LaunchOptions& options, int port,
   std::vector<std::string> args = options.command;
   std::vector<char*> argv = pointers(args);
   std::vector<RankProcess> ranks(options.num_ranks);
-  for (int k = 0; k < options.num_ranks; ++k) start_rank(options, k, port, argv, signals, ranks);
+  for (int k = 0; k < options.num_ranks; ++k)
+    ranks[k].rank = options.node_rank * options.num_ranks + k;
+  try {
+    for (int k = 0; k < options.num_ranks; ++k) start_rank(options, k, port, argv, signals, ranks);
+  } catch (...) {
+    // NOTE: a job missing a rank would only wait for it until the timeout.
+    kill_started(ranks);
+    for (RankProcess& rank : ranks) {
+      for (int fd : {rank.out.fd, rank.err.fd}) {
+        if (fd >= 0) ::close(fd);
+      }
+    }
+    throw;
+  }
   return ranks;
 }
 
@@ -260,19 +311,32 @@ std::vector<RankProcess> start_ranks(const LaunchOptions& options, int port,
 struct Job {
   std::vector<RankProcess> ranks;
   int num_running = 0;
-  int first_failed = -1;   // the first rank that failed before the ranks were told to stop
-  int interrupted_by = 0;  // the signal the launcher got and forwarded (0: none)
-  bool stopping = false;   // the ranks were sent SIGTERM or the forwarded signal
-  bool killed = false;     // ... and then SIGKILL, after the grace period
+  int first_failed = -1;  // the first rank that failed before the ranks were told to stop
+  int blamed = -1;        // a rank stopped by a signal when that happened: it stopped answering
+  int blamed_signal = 0;  // ... and the signal that stopped it
+  std::string cause;      // what the first failed rank reported (report_rank_failure)
+  bool failed_while_running = false;  // ... before it ended (then the stop may have ended it)
+  std::string error_dir;              // where ranks write their failure reports ("": nowhere)
+  int interrupted_by = 0;             // the signal the launcher got and forwarded (0: none)
+  bool stopping = false;              // the ranks were sent SIGTERM or the forwarded signal
+  bool killed = false;                // ... and then SIGKILL, after the grace period
   Clock::time_point kill_at{};
   Clock::time_point all_ended_at{};
 };
 
-// Sends `sig` to every running rank; those alive after the grace period get SIGKILL.
-void stop_ranks(Job& job, const LaunchOptions& options, int sig) {
+// Sends `sig` to every running rank; those alive after `grace` get SIGKILL.
+void stop_ranks(Job& job, std::chrono::milliseconds grace, int sig) {
   job.stopping = true;
-  job.kill_at = Clock::now() + options.grace_period;
+  job.kill_at = Clock::now() + grace;
   signal_all(job.ranks, sig);
+}
+
+// The index of a rank that is stopped by a signal now, or -1.
+int stopped_rank(const Job& job) {
+  for (size_t k = 0; k < job.ranks.size(); ++k) {
+    if (job.ranks[k].running && job.ranks[k].stopped_by != 0) return static_cast<int>(k);
+  }
+  return -1;
 }
 
 // Says that rank `k` failed. The first failure before any stop stops the others; a rank that
@@ -280,34 +344,124 @@ void stop_ranks(Job& job, const LaunchOptions& options, int sig) {
 void on_rank_failed(Job& job, const LaunchOptions& options, int k) {
   const RankProcess& rank = job.ranks[k];
   const int status = rank.status;
-  if (job.first_failed < 0 && !job.stopping) {
-    job.first_failed = k;
-    write_all(options.stderr_fd, "dualpipe launch: rank " + std::to_string(k) + " (pid " +
-                                     std::to_string(rank.pid) + ") " + describe(status) +
-                                     "; stopping the other ranks\n");
-    stop_ranks(job, options, SIGTERM);
-  } else if (!(job.stopping && WIFSIGNALED(status) &&
-               (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGKILL ||
-                WTERMSIG(status) == job.interrupted_by))) {
+  if (job.first_failed == k) return;  // said when the job was stopped for it
+  if (!(job.stopping && WIFSIGNALED(status) &&
+        (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGKILL ||
+         WTERMSIG(status) == job.interrupted_by))) {
     write_all(options.stderr_fd,
-              "dualpipe launch: rank " + std::to_string(k) + " " + describe(status) + "\n");
+              "dualpipe launch: rank " + std::to_string(rank.rank) + " " + describe(status) + "\n");
   }
+}
+
+// The failure report (report_rank_failure) of rank `k`: its time in ns and message, if any.
+std::optional<std::pair<long long, std::string>> failure_report(const Job& job, int k) {
+  if (job.error_dir.empty()) return std::nullopt;
+  std::ifstream in(failure_report_path(job.error_dir, job.ranks[k].rank));
+  long long time_ns = 0;
+  std::string message;
+  if (!(in >> time_ns)) return std::nullopt;
+  in.get();
+  std::getline(in, message);
+  return std::make_pair(time_ns, message);
+}
+
+// Whether a failure report says the rank lost a peer (Gloo's and dualpipe's messages for a
+// closed, reset or silent connection) rather than failing on its own.
+bool lost_a_peer(const std::string& message) {
+  for (const char* sign : {"by peer", "Connection reset", "Broken pipe", "timed out", "Timed out",
+                           "the peer stopped"}) {
+    if (message.find(sign) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// Of the ranks that just failed (`failed`, in rank order) and any rank that reported a failure
+// while still running, the root cause: a rank killed by a signal (it could not report, and its
+// peers failed only once it was gone), else the earliest report of a rank that failed on its
+// own, else the earliest report (torchrun's "first observed failure"), else the first in rank
+// order. NOTE: a rank that throws unwinds, closing its connections, before its report is
+// written, so a peer that saw them close may report first; its message says it lost a peer.
+int root_cause(const Job& job, const std::vector<int>& failed) {
+  for (int k : failed) {
+    const int status = job.ranks[k].status;
+    if (WIFSIGNALED(status) && !failure_report(job, k)) return k;
+  }
+  int earliest = -1;
+  bool earliest_lost_a_peer = true;
+  long long earliest_ns = 0;
+  for (size_t k = 0; k < job.ranks.size(); ++k) {
+    const auto report = failure_report(job, static_cast<int>(k));
+    if (!report) continue;
+    const bool lost = lost_a_peer(report->second);
+    if (earliest < 0 || (earliest_lost_a_peer && !lost) ||
+        (lost == earliest_lost_a_peer && report->first < earliest_ns)) {
+      earliest = static_cast<int>(k);
+      earliest_lost_a_peer = lost;
+      earliest_ns = report->first;
+    }
+  }
+  return earliest >= 0 ? earliest : failed.front();
+}
+
+// Stops the job for the ranks that just failed: names the root cause among them, and a rank
+// stopped by a signal, if one is, as the one that stopped answering.
+void on_first_failures(Job& job, const LaunchOptions& options, const std::vector<int>& failed) {
+  const int k = root_cause(job, failed);
+  const RankProcess& rank = job.ranks[k];
+  job.first_failed = k;
+  const auto report = failure_report(job, k);
+  job.cause = report ? report->second : "";
+  job.failed_while_running = rank.running;
+  const std::string what = rank.running ? "failed" : describe(rank.status);
+  write_all(options.stderr_fd, "dualpipe launch: rank " + std::to_string(rank.rank) + " (pid " +
+                                   std::to_string(rank.pid) + ") " + what +
+                                   (job.cause.empty() ? "" : ": " + job.cause) +
+                                   "; stopping the other ranks\n");
+  job.blamed = stopped_rank(job);
+  if (job.blamed >= 0) job.blamed_signal = job.ranks[job.blamed].stopped_by;
+  stop_ranks(job, options.grace_period, SIGTERM);
+}
+
+// A rank that a signal stopped (SIGSTOP, SIGTSTP) cannot answer its peers: they will time out
+// and fail, bystanders, so the launcher says now who stopped.
+void on_rank_stopped_or_continued(Job& job, const LaunchOptions& options, int k, int status) {
+  RankProcess& rank = job.ranks[k];
+  if (WIFCONTINUED(status)) {
+    rank.stopped_by = 0;
+    write_all(options.stderr_fd,
+              "dualpipe launch: rank " + std::to_string(rank.rank) + " continued\n");
+    return;
+  }
+  rank.stopped_by = WSTOPSIG(status);
+  write_all(options.stderr_fd, "dualpipe launch: rank " + std::to_string(rank.rank) + " (pid " +
+                                   std::to_string(rank.pid) + ") was stopped by signal " +
+                                   std::to_string(rank.stopped_by) + " (" +
+                                   strsignal(rank.stopped_by) +
+                                   "); its peers wait for it until their timeout\n");
 }
 
 // Reaps the ranks that ended (also without SIGCHLD: another thread of this process may have
 // taken it).
 void reap_ended_ranks(Job& job, const LaunchOptions& options) {
+  std::vector<int> newly_failed;
   for (int k = 0; k < options.num_ranks; ++k) {
     RankProcess& rank = job.ranks[k];
     if (!rank.running) continue;
     int status = 0;
-    const pid_t done = ::waitpid(rank.pid, &status, WNOHANG);
+    const pid_t done = ::waitpid(rank.pid, &status, WNOHANG | WUNTRACED | WCONTINUED);
     if (done != rank.pid) continue;
+    if (WIFSTOPPED(status) || WIFCONTINUED(status)) {
+      on_rank_stopped_or_continued(job, options, k, status);
+      continue;
+    }
     rank.running = false;
     rank.status = status;
     if (--job.num_running == 0) job.all_ended_at = Clock::now();
-    if (failed(status)) on_rank_failed(job, options, k);
+    if (failed(status)) newly_failed.push_back(k);
   }
+  if (newly_failed.empty()) return;
+  if (job.first_failed < 0 && !job.stopping) on_first_failures(job, options, newly_failed);
+  for (int k : newly_failed) on_rank_failed(job, options, k);
 }
 
 // Every rank has ended and its pipes are at EOF, or kDrainTime passed since.
@@ -337,7 +491,7 @@ void forward_signals(Job& job, const LaunchOptions& options, int signal_fd) {
       job.interrupted_by = sig;
       write_all(options.stderr_fd, std::string("dualpipe launch: got ") + strsignal(sig) +
                                        ", forwarding it to the ranks\n");
-      stop_ranks(job, options, sig);
+      stop_ranks(job, options.interrupt_grace_period.value_or(options.grace_period), sig);
     }
   }
 }
@@ -351,7 +505,7 @@ void wait_and_forward(Job& job, const LaunchOptions& options, const SignalGuard&
     for (Stream* stream : {&job.ranks[k].out, &job.ranks[k].err}) {
       if (stream->fd < 0) continue;
       fds.push_back({stream->fd, POLLIN, 0});
-      streams.emplace_back(k, stream);
+      streams.emplace_back(job.ranks[k].rank, stream);
     }
   }
   const int ready = ::poll(fds.data(), fds.size(), 100);
@@ -384,9 +538,20 @@ void monitor(Job& job, const LaunchOptions& options, const SignalGuard& signals)
 int report_outcome(const Job& job, const LaunchOptions& options) {
   if (job.first_failed >= 0) {
     const RankProcess& rank = job.ranks[job.first_failed];
-    write_all(options.stderr_fd, "dualpipe launch: failed: rank " +
-                                     std::to_string(job.first_failed) + " " +
-                                     describe(rank.status) + "\n");
+    const std::string first = "rank " + std::to_string(rank.rank) + " " +
+                              (job.failed_while_running ? "failed" : describe(rank.status)) +
+                              (job.cause.empty() ? "" : ": " + job.cause);
+    if (job.blamed >= 0) {
+      const RankProcess& culprit = job.ranks[job.blamed];
+      write_all(options.stderr_fd, "dualpipe launch: failed: rank " + std::to_string(culprit.rank) +
+                                       " stopped answering (stopped by signal " +
+                                       std::to_string(job.blamed_signal) + ", " +
+                                       strsignal(job.blamed_signal) +
+                                       "); first to fail waiting for it: " + first + "\n");
+    } else {
+      write_all(options.stderr_fd, "dualpipe launch: failed: " + first + "\n");
+    }
+    if (job.failed_while_running) return 1;
     return exit_code(rank.status) == 0 ? 1 : exit_code(rank.status);
   }
   if (job.interrupted_by != 0) return 128 + job.interrupted_by;
@@ -394,6 +559,21 @@ int report_outcome(const Job& job, const LaunchOptions& options) {
 }
 
 }  // namespace
+
+void report_rank_failure(const std::string& what) {
+  const char* dir = std::getenv(kErrorDirEnv);
+  const char* rank = std::getenv("RANK");
+  if (dir == nullptr || rank == nullptr) return;
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  try {
+    std::ofstream out(failure_report_path(dir, std::atoi(rank)), std::ios::trunc);
+    out << static_cast<long long>(now.tv_sec) * 1000000000LL + now.tv_nsec << " "
+        << what.substr(0, what.find('\n')) << "\n";
+  } catch (...) {
+    // NOTE: a report that cannot be written only costs the launcher its best guess.
+  }
+}
 
 int pick_free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -433,6 +613,7 @@ class PrivateStoreDirectory {
   PrivateStoreDirectory(const PrivateStoreDirectory&) = delete;
   PrivateStoreDirectory& operator=(const PrivateStoreDirectory&) = delete;
   std::string store_file() const { return path_ + "/store"; }
+  const std::string& path() const { return path_; }
 
  private:
   std::string path_;
@@ -442,9 +623,13 @@ int launch_local(const LaunchOptions& user_options) {
   check_launch_options(user_options);
   // NOTE: local ranks meet in a file store, not a TCPStore (which would listen on every
   // interface, unauthenticated): a local job opens no socket another host can reach.
-  const PrivateStoreDirectory store_directory;
   LaunchOptions options = user_options;
-  options.extra_env.emplace_back(kStoreFileEnv, store_directory.store_file());
+  // The private directory also holds the ranks' failure reports.
+  const PrivateStoreDirectory private_directory;
+  options.extra_env.emplace_back(kErrorDirEnv, private_directory.path());
+  if (options.num_nodes == 1 && is_loopback_address(master_address(options))) {
+    options.extra_env.emplace_back(kStoreFileEnv, private_directory.store_file());
+  }
   const int port = options.master_port != 0 ? options.master_port : pick_free_port();
   sigset_t mask;
   sigemptyset(&mask);
@@ -453,6 +638,7 @@ int launch_local(const LaunchOptions& user_options) {
   sigaddset(&mask, SIGTERM);
   SignalGuard signals(mask);
   Job job;
+  job.error_dir = private_directory.path();
   job.ranks = start_ranks(options, port, signals);
   job.num_running = options.num_ranks;
   monitor(job, options, signals);

@@ -1,5 +1,8 @@
 #include "dualpipe/runtime/rendezvous.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +15,8 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <vector>
+
+#include "dualpipe/runtime/tcp_store_client.h"
 
 namespace dualpipe::runtime {
 namespace {
@@ -41,9 +46,24 @@ c10::intrusive_ptr<c10d::Store> open_file_store(const DistributedEnv& env,
   }
 }
 
+// torchrun's agent store: every rank is a client (see TcpStoreClient for why not c10d's).
+c10::intrusive_ptr<c10d::Store> connect_agent_store(const DistributedEnv& env,
+                                                    std::chrono::milliseconds timeout) {
+  try {
+    auto client = c10::make_intrusive<TcpStoreClient>(env.master_addr, env.master_port, timeout);
+    return c10::make_intrusive<c10d::PrefixStore>(env.store_prefix, client);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("rank " + std::to_string(env.rank) + " of " +
+                             std::to_string(env.world_size) +
+                             " could not reach torchrun's agent store at " + env.master_addr + ":" +
+                             std::to_string(env.master_port) + ": " + e.what());
+  }
+}
+
 c10::intrusive_ptr<c10d::Store> connect_store(const DistributedEnv& env,
                                               std::chrono::milliseconds timeout) {
   if (!env.store_file.empty()) return open_file_store(env, timeout);
+  if (env.use_agent_store) return connect_agent_store(env, timeout);
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<std::uint16_t>(env.master_port);
   store_options.isServer = env.rank == 0;
@@ -97,6 +117,35 @@ void wait_for_all(c10d::Store& store, const DistributedEnv& env,
   }
 }
 
+// The address of this host's interface that reaches `master_addr` (the kernel's route choice,
+// read back from a connected UDP socket: nothing is sent). Gloo binds it, so the peers can reach
+// this rank even when the host name resolves to a loopback or unrelated address, as it does in
+// network namespaces and on many cluster nodes. Empty when it cannot be determined.
+std::string local_address_towards(const std::string& master_addr) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(master_addr.c_str(), "9", &hints, &found) != 0) return "";
+  std::string result;
+  for (addrinfo* address = found; address != nullptr && result.empty();
+       address = address->ai_next) {
+    const int fd = ::socket(address->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    sockaddr_storage local{};
+    socklen_t length = sizeof local;
+    char text[INET6_ADDRSTRLEN] = {};
+    if (::connect(fd, address->ai_addr, address->ai_addrlen) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0 &&
+        ::getnameinfo(reinterpret_cast<sockaddr*>(&local), length, text, sizeof text, nullptr, 0,
+                      NI_NUMERICHOST) == 0) {
+      result = text;
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  return result;
+}
+
 }  // namespace
 
 DistributedContext init_distributed(const DistributedEnv& env, const CommunicatorOptions& options) {
@@ -112,9 +161,12 @@ DistributedContext init_distributed(const DistributedEnv& env, const Communicato
   if (is_loopback_address(env.master_addr)) {
     context.options.hostname = "127.0.0.1";
   } else if (is_loopback_address(context.options.hostname)) {
-    char host[256] = {};
-    ::gethostname(host, sizeof host - 1);
-    context.options.hostname = host;
+    context.options.hostname = local_address_towards(env.master_addr);
+    if (context.options.hostname.empty()) {
+      char host[256] = {};
+      ::gethostname(host, sizeof host - 1);
+      context.options.hostname = host;
+    }
   }
   if (env.world_size == 1) {
     context.store = c10::make_intrusive<c10d::HashStore>();
@@ -129,11 +181,12 @@ DistributedContext init_distributed(const DistributedEnv& env, const Communicato
       wait_for_all(*c10::make_intrusive<c10d::PrefixStore>("rendezvous", context.store), env,
                    context.options.timeout);
     } catch (const c10::Error& e) {
-      // NOTE: the store's own errors (e.g. "Broken pipe") do not say that rank 0 went away.
-      throw std::runtime_error("rank " + std::to_string(env.rank) +
-                               " lost the rendezvous store served by rank 0 at " + env.master_addr +
-                               ":" + std::to_string(env.master_port) +
-                               " (did rank 0 fail?): " + e.what_without_backtrace());
+      // NOTE: the store's own errors (e.g. "Broken pipe") do not say that its server went away.
+      const std::string server = env.use_agent_store ? "torchrun's agent" : "rank 0";
+      throw std::runtime_error("rank " + std::to_string(env.rank) + " lost the rendezvous store " +
+                               "served by " + server + " at " + env.master_addr + ":" +
+                               std::to_string(env.master_port) + " (did " + server +
+                               " fail?): " + e.what_without_backtrace());
     }
   }
   context.world = make_communicator(c10::make_intrusive<c10d::PrefixStore>("world", context.store),

@@ -65,6 +65,25 @@ TEST(DistributedEnvTest, Torchrun) {
   EXPECT_EQ(env.local_world_size, 4);
   EXPECT_EQ(env.master_addr, "node7");
   EXPECT_EQ(env.master_port, 1234);
+  EXPECT_FALSE(env.use_agent_store);
+}
+
+// torchrun's agent serves the store on MASTER_PORT: every rank, rank 0 too, is a client, under a
+// prefix of the restart attempt.
+TEST(DistributedEnvTest, TorchrunAgentStore) {
+  const EnvMap base = {{"RANK", "0"},
+                       {"WORLD_SIZE", "4"},
+                       {"MASTER_ADDR", "127.0.0.1"},
+                       {"MASTER_PORT", "29500"},
+                       {"TORCHELASTIC_RUN_ID", "none"}};
+  EnvMap env = base;
+  env["TORCHELASTIC_USE_AGENT_STORE"] = "True";
+  env["TORCHELASTIC_RESTART_COUNT"] = "2";
+  const DistributedEnv agent = detect_distributed_env(env);
+  EXPECT_TRUE(agent.use_agent_store);
+  EXPECT_EQ(agent.store_prefix, "dualpipe/attempt_2");
+  env["TORCHELASTIC_USE_AGENT_STORE"] = "False";
+  EXPECT_FALSE(detect_distributed_env(env).use_agent_store);
 }
 
 TEST(DistributedEnvTest, TorchrunStyleErrors) {

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "dualpipe/runtime/launcher.h"
@@ -95,6 +96,65 @@ TEST(LaunchLocalTest, PrefixesEveryLineAndSetsTheEnvironment) {
     EXPECT_TRUE(contains(output, prefix + "two\n")) << output;
     EXPECT_TRUE(contains(output, prefix + "parts\n")) << output;
     EXPECT_TRUE(contains(output, prefix + "err\n")) << output;
+  }
+}
+
+// Node 1 of a 2 x 2 job runs global ranks 2 and 3 with torchrun's variables, and no file store
+// (the ranks of several nodes meet in rank 0's TCPStore).
+TEST(LaunchLocalTest, SecondNodeOfTwoRunsGlobalRanksTwoAndThree) {
+  LaunchOptions options;
+  options.num_ranks = 2;
+  options.num_nodes = 2;
+  options.node_rank = 1;
+  options.master_addr = "10.1.2.3";
+  options.master_port = 29400;
+  options.command = {"/bin/sh", "-c",
+                     "echo \"env $RANK/$WORLD_SIZE $LOCAL_RANK/$LOCAL_WORLD_SIZE $GROUP_RANK "
+                     "$MASTER_ADDR:$MASTER_PORT store=${DUALPIPE_STORE_FILE:-none}\""};
+  const auto [code, output] = launch_captured(options);
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_TRUE(contains(output, "[rank 2] env 2/4 0/2 1 10.1.2.3:29400 store=none\n")) << output;
+  EXPECT_TRUE(contains(output, "[rank 3] env 3/4 1/2 1 10.1.2.3:29400 store=none\n")) << output;
+}
+
+TEST(LaunchLocalTest, SeveralNodesNeedTheirMaster) {
+  LaunchOptions options;
+  options.num_ranks = 2;
+  options.num_nodes = 2;
+  options.command = {"true"};
+  try {
+    launch_local(options);
+    FAIL() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_TRUE(contains(e.what(), "--master-addr")) << e.what();
+  }
+  options.master_addr = "10.1.2.3";
+  options.master_port = 29400;
+  options.node_rank = 2;
+  EXPECT_THROW(launch_local(options), std::invalid_argument);
+}
+
+// A rank that cannot be started (here: no file descriptor left for its pipes) stops the ranks
+// already started; none is left running. The shell limits the launcher's descriptors.
+TEST(LaunchCommandTest, FailedStartStopsTheStartedRanks) {
+  const TempDir dir;
+  ASSERT_FALSE(dir.path.empty()) << "mkdtemp failed";
+  const Result result =
+      run("ulimit -n 24; " + std::string(DUALPIPE_CLI_PATH) +
+          " launch -n 40 -- /bin/sh -c 'echo $$ > " + dir.path + "/pid.$RANK; exec sleep 60'");
+  EXPECT_NE(result.exit_code, 0) << result.output;
+  EXPECT_TRUE(contains(result.output, "pipe for rank")) << result.output;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path)) {
+    std::ifstream in(entry.path());
+    pid_t pid = 0;
+    in >> pid;
+    // The launcher killed and reaped it: the pid is gone (or reused by an unrelated process,
+    // which then is not our sleep).
+    const std::string cmdline = "/proc/" + std::to_string(pid) + "/cmdline";
+    std::ifstream proc(cmdline);
+    std::string text;
+    std::getline(proc, text);
+    EXPECT_EQ(text.find("sleep"), std::string::npos) << entry.path() << ": pid " << pid;
   }
 }
 

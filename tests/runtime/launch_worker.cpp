@@ -3,9 +3,11 @@
 //   exit:      join; rank 1 exits with status 3 while the others wait in an allreduce.
 //   kill:      join; rank 1 kills itself with SIGKILL while the others wait in an allreduce.
 //   hang:      join; rank 1 sleeps while the others wait in an allreduce until their timeout.
+//   throw:     join; rank 1 throws (std::runtime_error) while the others wait in an allreduce.
 //   sockets:   join; print every TCP socket this process listens on at an address other than
 //              loopback; exit 4 if there is one (a local job must not be reachable).
-// Not a gtest: tests/runtime/launch_test.cpp runs it through the `dualpipe` binary.
+// Further arguments are ignored (tests/launch/ passes a folder to find the processes by).
+// Not a gtest: tests/runtime/launch_test.cpp and tests/launch/ run it through `dualpipe launch`.
 #include <ATen/ATen.h>
 #include <unistd.h>
 
@@ -20,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "dualpipe/runtime/launcher.h"
 #include "dualpipe/runtime/rendezvous.h"
 
 namespace {
@@ -100,6 +103,7 @@ int main(int argc, char** argv) {
         std::cout << "rank 1 killing itself" << std::endl;
         std::raise(SIGKILL);
       }
+      if (mode == "throw") throw std::runtime_error("an exception thrown on purpose");
       if (mode == "hang") {
         ::sleep(3600);
         return 0;
@@ -110,6 +114,7 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "rank " << rank << " failed: " << e.what() << std::endl;
+    dualpipe::runtime::report_rank_failure(e.what());
     return 1;
   }
 }

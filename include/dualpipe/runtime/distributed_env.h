@@ -30,6 +30,12 @@ struct DistributedEnv {
   // set by `dualpipe launch` for local jobs, in a fresh directory only this user can enter):
   // then no rank listens on a port. Empty: TCPStore at master_addr:master_port.
   std::string store_file;
+  // torchrun's agent already serves a TCPStore at master_addr:master_port
+  // (TORCHELASTIC_USE_AGENT_STORE=True): every rank, rank 0 included, connects as a client, under
+  // the key prefix store_prefix ("dualpipe/attempt_<TORCHELASTIC_RESTART_COUNT>", so a restarted
+  // attempt never reads the keys of the one before).
+  bool use_agent_store = false;
+  std::string store_prefix;
 };
 
 // Environment variable that `dualpipe launch` (launch_local) sets to "1" in every rank it starts.
@@ -38,6 +44,8 @@ inline constexpr const char* kLaunchedRankEnv = "DUALPIPE_LAUNCHED";
 inline constexpr const char* kTimeoutEnv = "DUALPIPE_TIMEOUT";
 // The rendezvous file store of a local job (see DistributedEnv::store_file).
 inline constexpr const char* kStoreFileEnv = "DUALPIPE_STORE_FILE";
+// Where `dualpipe launch` collects its ranks' failure reports (runtime::report_rank_failure).
+inline constexpr const char* kErrorDirEnv = "DUALPIPE_ERROR_DIR";
 
 // A copy of this process's environment.
 EnvMap current_environment();
@@ -45,7 +53,7 @@ EnvMap current_environment();
 // Detects the launcher from `env`, in this order:
 //   RANK + WORLD_SIZE (dualpipe launch, torchrun, or by hand): LOCAL_RANK / LOCAL_WORLD_SIZE
 //     (default: rank / world size, i.e. one node), MASTER_ADDR and MASTER_PORT required when
-//     WORLD_SIZE > 1;
+//     WORLD_SIZE > 1; TORCHELASTIC_USE_AGENT_STORE=True (torchrun) sets use_agent_store;
 //   OMPI_COMM_WORLD_RANK + OMPI_COMM_WORLD_SIZE (Open MPI's mpirun): local rank/size from
 //     OMPI_COMM_WORLD_LOCAL_RANK/_LOCAL_SIZE; MASTER_ADDR and MASTER_PORT must be exported by the
 //     user (mpirun -x MASTER_ADDR -x MASTER_PORT);
