@@ -2,13 +2,14 @@
 # `dualpipe train` under real torchrun (PyTorch 2.x): the agent serves the store on MASTER_PORT
 # (TORCHELASTIC_USE_AGENT_STORE=True) and every rank connects to it as a client; the losses
 # equal those of `dualpipe train` on its own launcher bit for bit.
-# torchrun is $DUALPIPE_TORCHRUN, else /work/venv-pt/bin/torchrun, else torchrun on PATH; the
+# torchrun is $DUALPIPE_TORCHRUN (ctest: the build folder's venv-pt that the PyTorch-CSV test
+# makes), else torchrun on PATH; the
 # test skips when none works (Debian 12's torchrun of PyTorch 1.13 fails on Python 3.11).
 source "$(dirname "$0")/lib.sh"
 port=$((20000 + $$ % 20000))
 # A torchrun works when it can start one `true` with the flags used below.
 torchrun=""
-for candidate in "${DUALPIPE_TORCHRUN:-}" /work/venv-pt/bin/torchrun "$(command -v torchrun || true)"; do
+for candidate in "${DUALPIPE_TORCHRUN:-}" "$(command -v torchrun || true)"; do
   [ -n "$candidate" ] && [ -x "$candidate" ] || continue
   if "$candidate" --nproc-per-node 1 --master-port "$port" --no-python true \
     >"$WORK/torchrun-probe.txt" 2>&1; then
