@@ -1,63 +1,97 @@
 #include "dualpipe/schedule/zbv.h"
 
 #include <algorithm>
+#include <deque>
 
 #include "builder_support.h"
+#include "dualpipe/check.h"
 #include "dualpipe/schedule/communication.h"
-#include "phase_program.h"
 
 namespace dualpipe::schedule {
 namespace {
 
-// Phase 0 is the way down (stage r), phase 1 the way back (stage 2R-1-r), as in PhaseProgram.
-// NOTE: phases are the reference's "chunk 0" and "chunk 1".
+// PyTorch's order counts F, B (input gradients) and W per chunk: chunk 0 is the way down
+// (stage r), chunk 1 the way back (stage 2R-1-r). With fewer than 2R-1 micro-batches it runs the
+// order of 2R-1 and drops the ops of the missing ones, W's included (a W slot is kept when its
+// chunk's W count names a real micro-batch).
+class ZbvProgram {
+ public:
+  ZbvProgram(Program& program, int num_ranks, int num_microbatches, int rank)
+      : program_(program), num_microbatches_(num_microbatches) {
+    stage_[0] = rank;
+    stage_[1] = 2 * num_ranks - 1 - rank;
+  }
+
+  void forward(int chunk) {
+    const int m = forwards_[chunk]++;
+    if (m < num_microbatches_) program_.push_back(Op::forward(0, stage_[chunk], m));
+  }
+  void backward(int chunk) {
+    const int m = backwards_[chunk]++;
+    if (m >= num_microbatches_) return;
+    program_.push_back(Op::backward(0, stage_[chunk], m, /*defer_weight_grad=*/true));
+    deferred_.push_back(Op::weight(0, stage_[chunk], m));
+  }
+  // NOTE: the slot is PyTorch's W of `chunk`; the W run in it is the oldest pending Bz's (our
+  // executor's queue is FIFO), the same work when W costs the same in both chunks.
+  void weight(int chunk) {
+    if (weights_[chunk]++ >= num_microbatches_) return;
+    DUALPIPE_ASSERT(!deferred_.empty(), "ZB-V: a W slot before its backward");
+    program_.push_back(deferred_.front());
+    deferred_.pop_front();
+  }
+  int forwards(int chunk) const { return forwards_[chunk]; }
+  int backwards(int chunk) const { return backwards_[chunk]; }
+  int weights(int chunk) const { return weights_[chunk]; }
+
+ private:
+  Program& program_;
+  int num_microbatches_;
+  int stage_[2];
+  int forwards_[2] = {0, 0};
+  int backwards_[2] = {0, 0};
+  int weights_[2] = {0, 0};
+  std::deque<Op> deferred_;
+};
+
 Program rank_program(int num_ranks, int num_microbatches, int rank) {
   const int padded = std::max(2 * num_ranks - 1, num_microbatches);
   Program program;
-  detail::PhaseProgram p(program, {0, rank}, {0, 2 * num_ranks - 1 - rank});
-  constexpr bool kDefer = true;
-  int forwards[2] = {0, 0};
-  auto forward = [&](int phase) {
-    p.forward(phase);
-    ++forwards[phase];
-  };
+  ZbvProgram p(program, num_ranks, num_microbatches, rank);
 
   // Warm-up: forwards of the way down, then alternate with the way back, then start the
   // backwards where the V turns.
-  for (int i = 0; i < 2 * (num_ranks - rank) - 1; ++i) forward(0);
+  for (int i = 0; i < 2 * (num_ranks - rank) - 1; ++i) p.forward(0);
   for (int i = 0; i < rank; ++i) {
-    forward(1);
-    forward(0);
+    p.forward(1);
+    p.forward(0);
   }
   for (int i = 0; i < num_ranks - rank; ++i) {
-    forward(1);
-    p.backward(1, kDefer);
-    p.weight();
+    p.forward(1);
+    p.backward(1);
+    p.weight(1);
   }
-  // Steady state: F0 B0 W F1 B1 W.
-  while (forwards[1] < forwards[0] || forwards[0] < padded) {
-    if (forwards[0] < padded) forward(0);
-    p.backward(0, kDefer);
-    p.weight();
-    forward(1);
-    p.backward(1, kDefer);
-    p.weight();
+  // Steady state: F0 B0 W0 F1 B1 W1.
+  while (p.forwards(1) < p.forwards(0) || p.forwards(0) < padded) {
+    if (p.forwards(0) < padded) p.forward(0);
+    p.backward(0);
+    p.weight(0);
+    p.forward(1);
+    p.backward(1);
+    p.weight(1);
   }
-  // Cool-down: the remaining backwards, W's filling the gaps, then the remaining W's.
+  // Cool-down: the remaining backwards, W's of the way down filling the gaps, then the
+  // remaining W's (the way back's first).
   for (int i = 0; i < rank; ++i) {
-    p.backward(0, kDefer);
-    p.backward(1, kDefer);
+    p.backward(0);
+    p.backward(1);
   }
   for (int i = 0; i < num_ranks - rank; ++i) {
-    p.backward(0, kDefer);
-    p.weight();
+    p.backward(0);
+    p.weight(0);
   }
-  while (p.has_deferred_weights()) p.weight();
-
-  // The padding micro-batches go, with every op of theirs.
-  program.erase(std::remove_if(program.begin(), program.end(),
-                               [&](const Op& op) { return op.microbatch >= num_microbatches; }),
-                program.end());
+  while (p.weights(1) < p.backwards(1)) p.weight(1);
+  while (p.weights(0) < p.backwards(0)) p.weight(0);
   return program;
 }
 

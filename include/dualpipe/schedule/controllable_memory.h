@@ -14,10 +14,10 @@
 namespace dualpipe::schedule {
 
 // The authors' order for every rank (pattern, squeeze with W, squeeze without W, W's into the
-// free slots), except that each W runs the oldest pending Bz's weight gradients (the executor's
-// queue is FIFO; the authors pick a chunk), plus communication (see communication.h). Pure
-// function. Throws std::invalid_argument with the values unless num_ranks >= 1 and
-// num_microbatches >= 1.
+// free slots; the same F, B and W slots as their zbv_greedy.py for 1..8 ranks), except that each W
+// runs the oldest pending Bz's weight gradients (the executor's queue is FIFO; the authors pick a
+// chunk), plus communication (see communication.h). Pure function. Throws std::invalid_argument
+// with the values unless num_ranks >= 1 and num_microbatches >= 1.
 Schedule build_v_half(int num_ranks, int num_microbatches);
 Schedule build_v_min(int num_ranks, int num_microbatches);
 

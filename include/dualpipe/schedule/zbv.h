@@ -11,8 +11,9 @@
 
 namespace dualpipe::schedule {
 
-// PyTorch's compute order for every rank, except that each W runs the oldest pending Bz's
-// weight gradients (the executor's queue is FIFO; PyTorch picks a chunk), plus communication
+// PyTorch's compute order for every rank (the same F, B and W slots, checked against
+// torch.distributed.pipelining for 1..8 ranks), except that each W runs the oldest pending Bz's
+// weight gradients (the executor's queue is FIFO; PyTorch names a chunk), plus communication
 // (see communication.h). Fewer than 2R-1 micro-batches: the order of 2R-1 without the missing
 // micro-batches' ops, as PyTorch does. Pure function. Throws std::invalid_argument with the
 // values unless num_ranks >= 1 and num_microbatches >= 1.
