@@ -109,7 +109,7 @@ nlohmann::json toml_to_json(const std::string& text, const std::string& path) {
 }  // namespace
 
 int TrainConfig::num_stages() const {
-  return schedule::schedule_placement(schedule, num_ranks).num_stages();
+  return schedule::schedule_placement(schedule, num_ranks, {stages_per_rank}).num_stages();
 }
 
 int default_num_layers(const TrainConfig& config) {
@@ -121,7 +121,7 @@ int default_num_layers(const TrainConfig& config) {
 void TrainConfig::validate() const {
   require(num_ranks >= 1, "num_ranks must be >= 1, got " + std::to_string(num_ranks));
   // The schedule registry names the allowed schedules and the rank counts each accepts.
-  schedule::schedule_placement(schedule, num_ranks);
+  schedule::schedule_placement(schedule, num_ranks, {stages_per_rank});
   require(ep >= 1, "ep must be >= 1, got " + std::to_string(ep));
   require(num_layers >= 1 && num_layers % num_stages() == 0,
           "num_layers must be a positive multiple of the " + std::to_string(num_stages()) +
@@ -164,6 +164,7 @@ void TrainConfig::validate() const {
 nlohmann::json to_json(const TrainConfig& c) {
   return nlohmann::json{{"schedule", c.schedule},
                         {"num_ranks", c.num_ranks},
+                        {"stages_per_rank", c.stages_per_rank},
                         {"ep", c.ep},
                         {"num_layers", c.num_layers},
                         {"hidden_size", c.hidden_size},
@@ -200,6 +201,7 @@ TrainConfig config_from_json(const nlohmann::json& json, const TrainConfig& base
   TrainConfig c = base;
   read_key(json, "schedule", c.schedule);
   read_key(json, "num_ranks", c.num_ranks);
+  read_key(json, "stages_per_rank", c.stages_per_rank);
   read_key(json, "ep", c.ep);
   read_key(json, "num_layers", c.num_layers);
   read_key(json, "hidden_size", c.hidden_size);

@@ -11,9 +11,11 @@ namespace dualpipe::train {
 
 struct TrainConfig {
   // Pipeline.
-  std::string schedule = "dualpipe";  // dualpipe | dualpipev | 1f1b | zb1p | gpipe
+  std::string schedule = "dualpipe";  // a name of schedule::schedule_names()
   int num_ranks = 4;                  // pipeline ranks
-  int ep = 1;                         // expert-parallel ranks per pipeline rank
+  // Stages per rank for the schedules that take it (interleaved-1f1b's v); 0: the schedule's own.
+  int stages_per_rank = 0;
+  int ep = 1;  // expert-parallel ranks per pipeline rank
   // Model: a byte-level MoE decoder.
   int num_layers = 4;  // decoder blocks, spread evenly over the pipeline stages
   int hidden_size = 64;
