@@ -31,6 +31,7 @@ struct SimOptions {
   bool schedule_given = false;  // --schedule on the command line (names a CSV file's family)
   int ranks = 8;
   int microbatches = 20;
+  int stages_per_rank = 0;  // 0: each schedule's own (schedule::BuildOptions)
   std::string costs;
   std::string schedule_file;
   std::string save;
@@ -99,7 +100,7 @@ nlohmann::json result_json(const schedule::Schedule& s, const sim::SimResult& re
                         {"parameter_copies", rank.parameter_copies}});
   }
   json["per_rank"] = per_rank;
-  if (auto paper = sim::paper_figures(s.name, s.num_ranks(), s.num_microbatches, costs)) {
+  if (auto paper = sim::paper_figures(s, costs)) {
     json["paper"] = {{"bubble_formula", paper->bubble_formula},
                      {"pp", paper->pp_meaning},
                      {"bubble", paper->bubble},
@@ -112,7 +113,8 @@ nlohmann::json result_json(const schedule::Schedule& s, const sim::SimResult& re
 
 void print_table(const schedule::Schedule& s, const sim::SimResult& result,
                  const sim::CostModel& costs) {
-  auto paper = sim::paper_figures(s.name, s.num_ranks(), s.num_microbatches, costs);
+  auto paper = sim::paper_figures(s, costs);
+  const bool paper_bubble = paper && !paper->bubble_formula.empty();
   fmt::print("{}: {} ranks, {} micro-batches, costs {}\n", s.name, s.num_ranks(),
              s.num_microbatches, sim::to_string(costs));
   fmt::print("makespan {}  (bubble = makespan - busy, per rank)\n\n", num(result.makespan));
@@ -121,7 +123,7 @@ void print_table(const schedule::Schedule& s, const sim::SimResult& result,
   for (std::size_t r = 0; r < result.ranks.size(); ++r) {
     const sim::RankResult& rank = result.ranks[r];
     fmt::print("{:>5} {:>10} {:>10} {:>13} {:>17} {:>16} {:>17}\n", r, num(rank.busy),
-               num(rank.bubble), paper ? num(paper->bubble) : "-", rank.peak_activations,
+               num(rank.bubble), paper_bubble ? num(paper->bubble) : "-", rank.peak_activations,
                paper ? std::to_string(paper->peak_activations) : "-", rank.parameter_copies);
   }
   fmt::print("\nsimulated: max bubble {}, max peak activations {}, parameter copies {}x\n",
@@ -129,27 +131,40 @@ void print_table(const schedule::Schedule& s, const sim::SimResult& result,
              result.max_parameter_copies());
   if (paper) {
     fmt::print(
-        "paper ({}): bubble {} = {}, parameters {}, activations {} = {} (stage x micro-batch "
+        "paper ({}): bubble {}, parameters {}, activations {} = {} (stage x micro-batch "
         "units)\n",
-        paper->pp_meaning, paper->bubble_formula, num(paper->bubble), paper->parameters_formula,
-        paper->activations_formula, paper->peak_activations);
+        paper->pp_meaning,
+        paper_bubble ? paper->bubble_formula + " = " + num(paper->bubble) : "not given",
+        paper->parameters_formula, paper->activations_formula, paper->peak_activations);
   }
+}
+
+// --stages-per-rank goes to the schedules that take it; in --compare the others keep their own.
+schedule::BuildOptions build_options(const SimOptions& options, const std::string& name) {
+  schedule::BuildOptions build;
+  if (options.compare.empty() || schedule::schedule_facts(name).stages_per_rank_choosable) {
+    build.stages_per_rank = options.stages_per_rank;
+  }
+  return build;
 }
 
 int run_compare(const SimOptions& options, const sim::CostModel& costs) {
   nlohmann::json rows = nlohmann::json::array();
   std::vector<std::vector<std::string>> table;
   for (const std::string& name : split_names(options.compare)) {
-    schedule::Schedule s = schedule::build_schedule(name, options.ranks, options.microbatches);
+    schedule::Schedule s = schedule::build_schedule(name, options.ranks, options.microbatches,
+                                                    build_options(options, name));
     schedule::validate(s);
     sim::SimResult result = sim::simulate(s, costs);
-    auto paper = sim::paper_figures(name, options.ranks, options.microbatches, costs);
+    auto paper = sim::paper_figures(s, costs);
     nlohmann::json json = result_json(s, result, costs);
     json.erase("per_rank");
     rows.push_back(json);
     table.push_back(
         {name, num(result.makespan), num(result.max_bubble()),
-         paper ? paper->bubble_formula + " = " + num(paper->bubble) : "-",
+         paper && !paper->bubble_formula.empty()
+             ? paper->bubble_formula + " = " + num(paper->bubble)
+             : "-",
          std::to_string(result.max_peak_activations()),
          paper ? paper->activations_formula + " = " + std::to_string(paper->peak_activations) : "-",
          std::to_string(result.max_parameter_copies()) + "x",
@@ -195,13 +210,15 @@ int run_sim(const SimOptions& options) {
     if (!options.schedule_file.empty() || !options.save.empty() || !options.svg.empty() ||
         !options.trace.empty() || options.format == "oracle") {
       throw std::invalid_argument(
-          "--compare takes only --ranks, --microbatches, --costs and --format table|json");
+          "--compare takes only --ranks, --microbatches, --stages-per-rank, --costs and --format "
+          "table|json");
     }
     return run_compare(options, costs);
   }
   schedule::Schedule s;
   if (options.schedule_file.empty()) {
-    s = schedule::build_schedule(options.schedule, options.ranks, options.microbatches);
+    s = schedule::build_schedule(options.schedule, options.ranks, options.microbatches,
+                                 build_options(options, options.schedule));
     schedule::validate(s);
   } else {
     s = schedule::read_schedule_file(options.schedule_file,
@@ -246,6 +263,11 @@ Command add_sim_command(CLI::App& app) {
       ->check(integer_in_range<int>());
   sub->add_option("--microbatches", options->microbatches,
                   "Micro-batches (total over both directions for dualpipe)")
+      ->capture_default_str()
+      ->check(integer_in_range<int>());
+  sub->add_option("--stages-per-rank", options->stages_per_rank,
+                  "Stages per rank v for the schedules that take it (interleaved-1f1b; default "
+                  "2); 0: each schedule's own")
       ->capture_default_str()
       ->check(integer_in_range<int>());
   sub->add_option("--costs", options->costs,

@@ -187,6 +187,9 @@ Command add_train_command(CLI::App& app) {
   }
   add(sub, *o, "--schedule", &train::TrainConfig::schedule, "Pipeline schedule: " + names);
   add(sub, *o, "--ranks,--num-ranks", &train::TrainConfig::num_ranks, "Pipeline ranks");
+  add(sub, *o, "--stages-per-rank", &train::TrainConfig::stages_per_rank,
+      "Stages per rank for the schedules that take it (interleaved-1f1b; default 2); 0: the "
+      "schedule's own");
   add(sub, *o, "--ep", &train::TrainConfig::ep, "Expert-parallel ranks per pipeline rank");
   add(sub, *o, "--dp", &train::TrainConfig::dp,
       "Data-parallel pipeline replicas, each taking microbatch-size/dp sequences of every "

@@ -91,8 +91,9 @@ Pipeline::Pipeline(schedule::Schedule loaded, std::vector<StagePtr> modules, Com
 
 namespace {
 
-schedule::Placement placement_with_rank(const std::string& schedule_name, int num_ranks, int rank) {
-  schedule::Placement placement = schedule::schedule_placement(schedule_name, num_ranks);
+schedule::Placement placement_with_rank(const std::string& schedule_name, int num_ranks, int rank,
+                                        const schedule::BuildOptions& build) {
+  schedule::Placement placement = schedule::schedule_placement(schedule_name, num_ranks, build);
   if (rank < 0 || rank >= num_ranks) {
     throw std::out_of_range("pipeline rank " + std::to_string(rank) + " is outside [0, " +
                             std::to_string(num_ranks) + ") for schedule \"" + schedule_name + "\"");
@@ -103,16 +104,22 @@ schedule::Placement placement_with_rank(const std::string& schedule_name, int nu
 }  // namespace
 
 std::vector<schedule::StageId> Pipeline::stages_for(const std::string& schedule_name, int num_ranks,
-                                                    int rank) {
-  return placement_with_rank(schedule_name, num_ranks, rank).stages_on(rank);
+                                                    int rank, const schedule::BuildOptions& build) {
+  return placement_with_rank(schedule_name, num_ranks, rank, build).stages_on(rank);
 }
 
-bool Pipeline::takes_inputs(const std::string& schedule_name, int num_ranks, int rank) {
-  return !placement_with_rank(schedule_name, num_ranks, rank).directions_starting_on(rank).empty();
+bool Pipeline::takes_inputs(const std::string& schedule_name, int num_ranks, int rank,
+                            const schedule::BuildOptions& build) {
+  return !placement_with_rank(schedule_name, num_ranks, rank, build)
+              .directions_starting_on(rank)
+              .empty();
 }
 
-bool Pipeline::takes_labels(const std::string& schedule_name, int num_ranks, int rank) {
-  return !placement_with_rank(schedule_name, num_ranks, rank).directions_ending_on(rank).empty();
+bool Pipeline::takes_labels(const std::string& schedule_name, int num_ranks, int rank,
+                            const schedule::BuildOptions& build) {
+  return !placement_with_rank(schedule_name, num_ranks, rank, build)
+              .directions_ending_on(rank)
+              .empty();
 }
 
 namespace {
@@ -193,7 +200,8 @@ StepResult Pipeline::step(const TensorList& inputs, int num_microbatches,
     DUALPIPE_CHECK_EQ(num_microbatches, schedule_.num_microbatches, "pipeline rank ", rank_,
                       " runs a loaded schedule of '", schedule_name_, "'");
   } else if (schedule_.programs.empty() || schedule_.num_microbatches != num_microbatches) {
-    schedule_ = schedule::build_schedule(schedule_name_, num_ranks_, num_microbatches);
+    schedule_ =
+        schedule::build_schedule(schedule_name_, num_ranks_, num_microbatches, options_.build);
   }
   const schedule::Placement& placement = schedule_.placement;
   DUALPIPE_CHECK(static_cast<int>(modules_.size()) == placement.num_slots(rank_), "pipeline rank ",
@@ -247,8 +255,9 @@ void Pipeline::sync_mirror_gradients() {
   // model stage (DualPipe's (0, s) on rank s and (1, s) on rank R-1-s); schedules with one
   // direction have none. The placement says where each copy is; no schedule name is needed.
   const schedule::Placement placement =
-      schedule_.programs.empty() ? schedule::schedule_placement(schedule_name_, num_ranks_)
-                                 : schedule_.placement;
+      schedule_.programs.empty()
+          ? schedule::schedule_placement(schedule_name_, num_ranks_, options_.build)
+          : schedule_.placement;
   if (placement.num_directions() < 2) return;
   struct Exchange {
     std::size_t slot;

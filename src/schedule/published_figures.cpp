@@ -1,5 +1,7 @@
 #include "dualpipe/schedule/published_figures.h"
 
+#include <algorithm>
+
 namespace dualpipe::schedule {
 namespace {
 
@@ -55,6 +57,53 @@ PublishedFigures dualpipe_figures(int num_ranks, int, const PublishedCosts& c) {
 PublishedFigures dualpipev_figures(int num_ranks, int, const PublishedCosts& c) {
   const int pp = 2 * num_ranks;
   return bidirectional(pp, "PP=2*ranks=" + std::to_string(pp) + " stages", c);
+}
+
+PublishedFigures interleaved_1f1b_figures(int num_ranks, int num_microbatches, int v,
+                                          const PublishedCosts& c) {
+  PublishedFigures figures = one_stage_per_rank(num_ranks);
+  figures.pp_meaning = "PP=ranks=" + std::to_string(num_ranks) + ", v=" + std::to_string(v);
+  figures.bubble_formula = "(PP-1)(vF+vB)/v";
+  figures.bubble = (num_ranks - 1) * (c.forward + c.backward);
+  const int rounds = std::max(1, num_microbatches / num_ranks);
+  const long long per_round = num_microbatches / rounds;
+  const long long all = static_cast<long long>(v) * num_microbatches;
+  const long long peak = (v - 1) * per_round + 2LL * num_ranks - 1;
+  if (per_round == num_ranks && peak <= all) {
+    figures.activations_formula = "vPP+PP-1";
+  } else {
+    figures.activations_formula = "min(vC,(v-1)Mr+2PP-1), Mr=" + std::to_string(per_round);
+  }
+  figures.peak_activations = static_cast<int>(std::min(all, peak));
+  return figures;
+}
+
+PublishedFigures zbv_figures(int num_ranks, int, const PublishedCosts& c) {
+  PublishedFigures figures = one_stage_per_rank(num_ranks);
+  figures.pp_meaning = "PP=ranks=" + std::to_string(num_ranks) + ", 2 stages per rank";
+  // NOTE: the paper's "zero bubble" at F = B-W = W leaves nothing idle but the start-up every
+  // pipeline has: rank r waits r forwards for its first input and idles R-1-r at the end.
+  figures.bubble_formula = "(PP-1)F at F=B-W=W";
+  figures.bubble = (num_ranks - 1) * c.forward;
+  figures.activations_formula = "2PP";
+  figures.peak_activations = 2 * num_ranks;
+  return figures;
+}
+
+PublishedFigures v_half_figures(int num_ranks, int, const PublishedCosts&) {
+  PublishedFigures figures = one_stage_per_rank(num_ranks);
+  figures.pp_meaning = "PP=ranks=" + std::to_string(num_ranks) + ", 2 stages per rank";
+  figures.activations_formula = "2*floor((PP+2)/2)";
+  figures.peak_activations = 2 * ((num_ranks + 2) / 2);
+  return figures;
+}
+
+PublishedFigures v_min_figures(int num_ranks, int, const PublishedCosts&) {
+  PublishedFigures figures = one_stage_per_rank(num_ranks);
+  figures.pp_meaning = "PP=ranks=" + std::to_string(num_ranks) + ", 2 stages per rank";
+  figures.activations_formula = "2*floor((PP+4)/3)";
+  figures.peak_activations = 2 * ((num_ranks + 4) / 3);
+  return figures;
 }
 
 }  // namespace dualpipe::schedule

@@ -49,7 +49,8 @@ double stage_parameter_count(const TrainConfig& c) {
 }
 
 MemoryEstimate estimate(const TrainConfig& c, int seq_len, int peak) {
-  const schedule::Placement placement = schedule::schedule_placement(c.schedule, c.num_ranks);
+  const schedule::Placement placement =
+      schedule::schedule_placement(c.schedule, c.num_ranks, {c.stages_per_rank});
   int stages_per_rank = 1;
   for (int r = 0; r < c.num_ranks; ++r) {
     stages_per_rank = std::max(stages_per_rank, placement.num_slots(r));
@@ -68,7 +69,7 @@ MemoryEstimate estimate(const TrainConfig& c, int seq_len, int peak) {
 
 int peak_activations(const TrainConfig& c) {
   const schedule::Schedule s =
-      schedule::build_schedule(c.schedule, c.num_ranks, c.num_microbatches);
+      schedule::build_schedule(c.schedule, c.num_ranks, c.num_microbatches, {c.stages_per_rank});
   return sim::simulate(s, sim::CostModel{}).max_peak_activations();
 }
 

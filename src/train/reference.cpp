@@ -70,7 +70,8 @@ ReferenceResult train_reference(const TrainConfig& config) {
   // Each direction of the schedule accumulates its share of the micro-batches in its own copy of
   // the stages (DualPipe: two halves), summed afterwards as the pipeline's mirror sync does.
   const int groups =
-      schedule::schedule_placement(config.schedule, config.num_ranks).num_directions();
+      schedule::schedule_placement(config.schedule, config.num_ranks, {config.stages_per_rank})
+          .num_directions();
 
   ReferenceResult result;
   for (int step = 1; step <= config.steps; ++step) {

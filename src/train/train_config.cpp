@@ -109,7 +109,7 @@ nlohmann::json toml_to_json(const std::string& text, const std::string& path) {
 }  // namespace
 
 int TrainConfig::num_stages() const {
-  return schedule::schedule_placement(schedule, num_ranks).num_stages();
+  return schedule::schedule_placement(schedule, num_ranks, {stages_per_rank}).num_stages();
 }
 
 int default_num_layers(const TrainConfig& config) {
@@ -121,7 +121,7 @@ int default_num_layers(const TrainConfig& config) {
 void TrainConfig::validate() const {
   require(num_ranks >= 1, "num_ranks must be >= 1, got " + std::to_string(num_ranks));
   // The schedule registry names the allowed schedules and the rank counts each accepts.
-  schedule::schedule_placement(schedule, num_ranks);
+  schedule::schedule_placement(schedule, num_ranks, {stages_per_rank});
   require(ep >= 1, "ep must be >= 1, got " + std::to_string(ep));
   require(dp >= 1 && (zero == 0 || zero == 1),
           "dp must be >= 1 and zero 0 or 1, got dp=" + std::to_string(dp) +
@@ -171,6 +171,7 @@ void TrainConfig::validate() const {
 nlohmann::json to_json(const TrainConfig& c) {
   return nlohmann::json{{"schedule", c.schedule},
                         {"num_ranks", c.num_ranks},
+                        {"stages_per_rank", c.stages_per_rank},
                         {"ep", c.ep},
                         {"dp", c.dp},
                         {"zero", c.zero},
@@ -209,6 +210,7 @@ TrainConfig config_from_json(const nlohmann::json& json, const TrainConfig& base
   TrainConfig c = base;
   read_key(json, "schedule", c.schedule);
   read_key(json, "num_ranks", c.num_ranks);
+  read_key(json, "stages_per_rank", c.stages_per_rank);
   read_key(json, "ep", c.ep);
   read_key(json, "dp", c.dp);
   read_key(json, "zero", c.zero);

@@ -75,8 +75,8 @@ runtime::ProcessGrid connected_grid(const TrainConfig& config, runtime::Distribu
 // The model stage in each placement slot of pipeline rank `rank`.
 std::vector<int> stages_of_rank(const TrainConfig& config, int rank) {
   std::vector<int> stages;
-  for (const schedule::StageId& id :
-       runtime::Pipeline::stages_for(config.schedule, config.num_ranks, rank)) {
+  for (const schedule::StageId& id : runtime::Pipeline::stages_for(
+           config.schedule, config.num_ranks, rank, {config.stages_per_rank})) {
     // NOTE: DualPipe's (1, s) is a second copy of model stage s, so the stage number alone names
     // the weights in every schedule.
     stages.push_back(id.stage);
@@ -89,10 +89,12 @@ std::vector<runtime::StagePtr> as_modules(
   return std::vector<runtime::StagePtr>(stages.begin(), stages.end());
 }
 
-runtime::PipelineOptions traced_pipeline_options(std::chrono::milliseconds timeout) {
+runtime::PipelineOptions traced_pipeline_options(const TrainConfig& config,
+                                                 std::chrono::milliseconds timeout) {
   runtime::PipelineOptions options;
   options.timeout = timeout;
   options.trace = true;
+  options.build.stages_per_rank = config.stages_per_rank;
   return options;
 }
 
@@ -311,13 +313,14 @@ Trainer::Trainer(const TrainConfig& config, runtime::DistributedContext& context
       pipeline_index_(grid_.dp_rank() * config.ep + grid_.ep_rank()),
       leader_(context.env.rank == 0),
       num_microbatches_(config.num_microbatches),
-      schedule_(schedule::build_schedule(config.schedule, config.num_ranks, num_microbatches_)),
+      schedule_(schedule::build_schedule(config.schedule, config.num_ranks, num_microbatches_,
+                                         {config.stages_per_rank})),
       stream_(std::make_shared<moe::CommStream>(config.ep > 1 ? grid_.ep_group()
                                                               : runtime::CommunicatorPtr())),
       model_(build_trainable_model(config, stages_of_rank(config, rank_), stream_,
                                    !config.sharded_optimizer())),
       pipeline_(config.schedule, as_modules(model_.stages), grid_.pipeline_group(),
-                traced_pipeline_options(timeout_)),
+                traced_pipeline_options(config, timeout_)),
       balancer_(config, local_layers(config, model_), context.world, grid_.ep_group(), timeout_),
       data_(load_training_data(config)),
       tokens_per_step_(static_cast<int64_t>(config.ep) * num_microbatches_ *

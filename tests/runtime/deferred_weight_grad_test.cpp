@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -105,7 +106,9 @@ void PrintTo(const Case& c, std::ostream* out) {
 }
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  return info.param.schedule + "_pp" + std::to_string(info.param.ranks) + "_mb" +
+  std::string name = info.param.schedule;
+  std::replace(name.begin(), name.end(), '-', '_');  // gtest names: no '-'
+  return name + "_pp" + std::to_string(info.param.ranks) + "_mb" +
          std::to_string(info.param.microbatches);
 }
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <string>
 #include <tuple>
 
@@ -131,7 +132,9 @@ std::vector<Case> all_cases() {
 }
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  return std::get<0>(info.param) + "_" + std::to_string(std::get<1>(info.param)) + "ranks_" +
+  std::string name = std::get<0>(info.param);
+  std::replace(name.begin(), name.end(), '-', '_');  // gtest names: no '-'
+  return name + "_" + std::to_string(std::get<1>(info.param)) + "ranks_" +
          (std::get<2>(info.param) == at::kDouble ? "fp64" : "fp32");
 }
 

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 
@@ -33,11 +34,15 @@ struct Case {
   std::string schedule;
   int ranks;
   int microbatches;
+  int stages_per_rank = 0;  // schedule::BuildOptions; 0: the schedule's own
 };
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  return info.param.schedule + "_pp" + std::to_string(info.param.ranks) + "_mb" +
-         std::to_string(info.param.microbatches);
+  std::string name = info.param.schedule;
+  std::replace(name.begin(), name.end(), '-', '_');  // gtest names: no '-'
+  return name + "_pp" + std::to_string(info.param.ranks) + "_mb" +
+         std::to_string(info.param.microbatches) +
+         (info.param.stages_per_rank > 0 ? "_v" + std::to_string(info.param.stages_per_rank) : "");
 }
 
 int model_stage_of(const std::string& schedule, const schedule::StageId& id) {
@@ -55,7 +60,8 @@ class PipelineEquivalenceTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(PipelineEquivalenceTest, MatchesSingleProcessReference) {
   const Case c = GetParam();
-  const schedule::Schedule sched = schedule::build_schedule(c.schedule, c.ranks, c.microbatches);
+  const schedule::Schedule sched =
+      schedule::build_schedule(c.schedule, c.ranks, c.microbatches, {c.stages_per_rank});
   const sim::SimResult simulated = sim::simulate(sched, sim::CostModel{});
   const int num_stages = sched.num_stages();
   const bool dualpipe = c.schedule == "dualpipe";
@@ -114,7 +120,9 @@ TEST_P(PipelineEquivalenceTest, MatchesSingleProcessReference) {
   std::vector<StepResult> results(c.ranks), inference(c.ranks);
   std::vector<int> peaks(c.ranks);
   auto errors = testing::run_ranks(c.ranks, [&](int rank, CommunicatorPtr comm) {
-    Pipeline pipeline(c.schedule, modules[rank], comm);
+    PipelineOptions options;
+    options.build.stages_per_rank = c.stages_per_rank;
+    Pipeline pipeline(c.schedule, modules[rank], comm, options);
     TensorList inputs, labels;
     if (dualpipe) {
       if (rank == 0) inputs = {x.narrow(0, 0, half)}, labels = {l.narrow(0, half, half)};
@@ -202,17 +210,21 @@ TEST_P(PipelineEquivalenceTest, MatchesSingleProcessReference) {
   }
 }
 
+// Every registered schedule on 2 and 4 ranks, at its smallest accepted micro-batch count and the
+// first one from 2 * ranks + 1 on (DualPipe: 2R and 2R+2; interleaved 1F1B on 4 ranks: 10).
 std::vector<Case> all_cases() {
   std::vector<Case> cases;
   for (int ranks : {2, 4}) {
-    for (const char* name : {"dualpipe", "dualpipev"}) {
-      cases.push_back({name, ranks, 2 * ranks});
-      cases.push_back({name, ranks, 2 * ranks + 2});
+    for (const std::string& name : schedule::schedule_names()) {
+      const schedule::ScheduleFacts facts = schedule::schedule_facts(name);
+      const int fewest = facts.smallest_microbatches(ranks);
+      const int more = facts.smallest_microbatches(ranks, 2 * ranks + 1);
+      if (fewest < 0) continue;
+      cases.push_back({name, ranks, fewest});
+      cases.push_back({name, ranks, more});
     }
-    for (const char* name : {"1f1b", "zb1p", "gpipe"}) {
-      cases.push_back({name, ranks, 1});
-      cases.push_back({name, ranks, 2 * ranks + 1});
-    }
+    // Interleaved 1F1B with three stages per rank (a build option).
+    cases.push_back({"interleaved-1f1b", ranks, 2 * ranks, 3});
   }
   return cases;
 }

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <string>
 
 #include "dualpipe/runtime/local_batch.h"
@@ -101,7 +102,13 @@ TEST_P(WeightGradFallbackTest, NonDeferringLayersComputeWeightGradientsInB) {
 }
 
 INSTANTIATE_TEST_SUITE_P(ZeroBubbleSchedules, WeightGradFallbackTest,
-                         ::testing::Values("zb1p", "dualpipe", "dualpipev"));
+                         ::testing::Values("zb1p", "dualpipe", "dualpipev", "zbv", "v-half",
+                                           "v-min"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');  // gtest names
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace dualpipe::runtime

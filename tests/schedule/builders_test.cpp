@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -22,8 +23,9 @@ struct Size {
 
 std::string size_name(const testing::TestParamInfo<Size>& info) {
   auto number = [](int n) { return n < 0 ? "neg" + std::to_string(-n) : std::to_string(n); };
-  return info.param.name + "_R" + number(info.param.num_ranks) + "_M" +
-         number(info.param.num_microbatches);
+  std::string name = info.param.name;
+  std::replace(name.begin(), name.end(), '-', '_');  // gtest names: no '-'
+  return name + "_R" + number(info.param.num_ranks) + "_M" + number(info.param.num_microbatches);
 }
 
 // Every size the references (and our baselines) accept, odd ones included.
@@ -35,11 +37,19 @@ std::vector<Size> accepted_sizes() {
   for (int r = 1; r <= 8; ++r) {
     for (int c = 2 * r; c <= 3 * r + 3; ++c) sizes.push_back({"dualpipev", r, c});
   }
-  for (const char* name : {"1f1b", "zb1p", "gpipe"}) {
+  for (const char* name : {"1f1b", "zb1p", "gpipe", "zbv", "v-half", "v-min"}) {
     for (int r : {1, 2, 3, 4, 7, 8}) {
       for (int m : std::set<int>{1, 2, r, r + 1, 2 * r + 3}) sizes.push_back({name, r, m});
     }
   }
+  // Interleaved 1F1B: any count below 2 * ranks, multiples of the ranks, and round counts that
+  // divide the micro-batches (10 on 4 ranks: 2 rounds of 5).
+  for (int r : {1, 2, 3, 4, 7, 8}) {
+    for (int m : std::set<int>{1, 2, r, r + 1, 2 * r, 3 * r}) {
+      sizes.push_back({"interleaved-1f1b", r, m});
+    }
+  }
+  sizes.push_back({"interleaved-1f1b", 4, 10});
   return sizes;
 }
 
@@ -152,17 +162,20 @@ TEST_P(RejectedSizeTest, ThrowsWithTheValues) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Builders, RejectedSizeTest,
-                         testing::Values(Size{"dualpipe", 6, 8}, Size{"dualpipe", 3, 12},
-                                         Size{"dualpipe", 4, 9}, Size{"dualpipe", 0, 4},
-                                         Size{"dualpipev", 4, 7}, Size{"dualpipev", 0, 2},
-                                         Size{"1f1b", 0, 4}, Size{"1f1b", 4, 0},
-                                         Size{"zb1p", 2, -1}, Size{"gpipe", -1, 3}),
-                         size_name);
+INSTANTIATE_TEST_SUITE_P(
+    Builders, RejectedSizeTest,
+    testing::Values(Size{"dualpipe", 6, 8}, Size{"dualpipe", 3, 12}, Size{"dualpipe", 4, 9},
+                    Size{"dualpipe", 0, 4}, Size{"dualpipev", 4, 7}, Size{"dualpipev", 0, 2},
+                    Size{"1f1b", 0, 4}, Size{"1f1b", 4, 0}, Size{"zb1p", 2, -1},
+                    Size{"gpipe", -1, 3}, Size{"interleaved-1f1b", 4, 9},
+                    Size{"interleaved-1f1b", 3, 7}, Size{"interleaved-1f1b", 0, 4},
+                    Size{"zbv", 0, 4}, Size{"v-half", 3, 0}, Size{"v-min", -2, 4}),
+    size_name);
 
 TEST(RegistryTest, NamesAndUnknownName) {
   EXPECT_EQ(schedule_names(),
-            (std::vector<std::string>{"dualpipe", "dualpipev", "1f1b", "zb1p", "gpipe"}));
+            (std::vector<std::string>{"dualpipe", "dualpipev", "1f1b", "zb1p", "gpipe",
+                                      "interleaved-1f1b", "zbv", "v-half", "v-min"}));
   try {
     build_schedule("pipedream", 2, 4);
     FAIL();

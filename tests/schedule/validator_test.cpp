@@ -530,6 +530,7 @@ void PrintTo(const BuilderCase& c, std::ostream* out) {
 std::string case_name(const ::testing::TestParamInfo<BuilderCase>& info) {
   std::string name = info.param.name + "_r" + std::to_string(info.param.num_ranks) + "_m" +
                      std::to_string(info.param.num_microbatches);
+  std::replace(name.begin(), name.end(), '-', '_');  // gtest names: no '-'
   return name;
 }
 
@@ -547,10 +548,13 @@ std::vector<BuilderCase> builder_cases() {
   for (int r : {1, 2, 3, 4, 5, 8}) {
     for (int m : {2 * r, 2 * r + 1, 3 * r + 2, 5 * r}) add("dualpipev", r, m);
   }
-  for (const char* name : {"1f1b", "zb1p", "gpipe"}) {
+  for (const char* name : {"1f1b", "zb1p", "gpipe", "zbv", "v-half", "v-min"}) {
     for (int r : {1, 2, 3, 4, 7}) {
       for (int m : {1, r, 2 * r + 1, 4 * r}) add(name, r, m);
     }
+  }
+  for (int r : {1, 2, 3, 4, 7}) {
+    for (int m : {1, r, 2 * r, 4 * r}) add("interleaved-1f1b", r, m);
   }
   return cases;
 }
@@ -577,8 +581,9 @@ TEST_P(MutatedBuilderTest, EveryBreakingMutationIsRejected) {
   EXPECT_GT(counts.positional, 0);
   // One rank has no communication to swap, and DualPipeV's single rank fuses F and B into FB.
   EXPECT_EQ(counts.swaps > 0, c.num_ranks > 1);
-  EXPECT_EQ(counts.weights_moved > 0,
-            c.name == "zb1p" || c.name == "dualpipe" || c.name == "dualpipev");
+  EXPECT_EQ(counts.weights_moved > 0, c.name == "zb1p" || c.name == "dualpipe" ||
+                                          c.name == "dualpipev" || c.name == "zbv" ||
+                                          c.name == "v-half" || c.name == "v-min");
   EXPECT_EQ(counts.send_swaps > 0, c.num_ranks > 1);
   // DualPipe's receives run ahead of their consumers, so some swaps break only FIFO order.
   if (c.num_ranks > 1 && (c.name == "dualpipe" || c.name == "dualpipev")) {
@@ -592,7 +597,9 @@ INSTANTIATE_TEST_SUITE_P(
                       BuilderCase{"dualpipe", 6, 20}, BuilderCase{"dualpipev", 1, 3},
                       BuilderCase{"dualpipev", 3, 8}, BuilderCase{"dualpipev", 4, 11},
                       BuilderCase{"1f1b", 4, 6}, BuilderCase{"zb1p", 3, 7},
-                      BuilderCase{"gpipe", 3, 5}),
+                      BuilderCase{"gpipe", 3, 5}, BuilderCase{"interleaved-1f1b", 4, 8},
+                      BuilderCase{"interleaved-1f1b", 3, 5}, BuilderCase{"zbv", 3, 7},
+                      BuilderCase{"v-half", 4, 9}, BuilderCase{"v-min", 3, 7}),
     case_name);
 
 // The validator runs on full-size schedules (linear time); this keeps a large one in the suite.

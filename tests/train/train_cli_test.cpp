@@ -446,7 +446,10 @@ TEST_P(TrainDefaults, OneStepRunsOnTheDefaults) {
 
 INSTANTIATE_TEST_SUITE_P(EverySchedule, TrainDefaults,
                          ::testing::ValuesIn(schedule::schedule_names()), [](const auto& info) {
-                           return "s_" + info.param;  // gtest names may not start with a digit
+                           // gtest names may not start with a digit nor hold a '-'
+                           std::string name = "s_" + info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
                          });
 
 TEST(TrainCli, HelpListsEveryScheduleOfTheRegistry) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "dualpipe/runtime/executor.h"
+#include "dualpipe/schedule/registry.h"
 #include "dualpipe/schedule/schedule.h"
 
 namespace dualpipe::runtime {
@@ -31,6 +32,9 @@ struct PipelineOptions {
   // The dimension of inputs, labels and outputs that step() splits into micro-batches and
   // concatenates them along (the reference's `batch_dim`).
   int batch_dim = 0;
+  // What the schedule is built with beyond its sizes (interleaved-1f1b's stages per rank);
+  // stages_for() etc. must be asked with the same.
+  schedule::BuildOptions build;
 };
 
 struct StepResult {
@@ -82,12 +86,15 @@ class Pipeline {
   // built. Throws std::invalid_argument for an unknown schedule or a rank count it never
   // accepts, std::out_of_range for rank outside [0, num_ranks).
   static std::vector<schedule::StageId> stages_for(const std::string& schedule_name, int num_ranks,
-                                                   int rank);
+                                                   int rank,
+                                                   const schedule::BuildOptions& build = {});
   // Whether pipeline rank `rank` must pass inputs (holds a first stage) / labels (holds a last
   // stage) to step(). DualPipe: ranks 0 and R-1 both; the others: rank 0 inputs, rank R-1
   // labels (DualPipeV: rank 0 both). Same errors as stages_for.
-  static bool takes_inputs(const std::string& schedule_name, int num_ranks, int rank);
-  static bool takes_labels(const std::string& schedule_name, int num_ranks, int rank);
+  static bool takes_inputs(const std::string& schedule_name, int num_ranks, int rank,
+                           const schedule::BuildOptions& build = {});
+  static bool takes_labels(const std::string& schedule_name, int num_ranks, int rank,
+                           const schedule::BuildOptions& build = {});
 
   // Adds the gradients of the copies of each model stage that the schedule's directions hold
   // (DualPipe: rank s slot 0 and rank R-1-s slot 1) so every copy holds the sum. Blocking; every

@@ -17,6 +17,7 @@ struct PublishedCosts {
 };
 
 struct PublishedFigures {
+  // Empty (and bubble 0) when the paper gives no closed form (V-Half, V-Min).
   std::string bubble_formula;       // e.g. "(PP/2-1)(F&B+B-3W)"
   std::string pp_meaning;           // what PP stands for, e.g. "PP=2*ranks=16 stages"
   double bubble = 0.0;              // the formula evaluated on the costs
@@ -34,5 +35,19 @@ PublishedFigures gpipe_figures(int num_ranks, int num_microbatches, const Publis
 // states the V shape's figures.
 PublishedFigures dualpipe_figures(int num_ranks, int num_microbatches, const PublishedCosts& c);
 PublishedFigures dualpipev_figures(int num_ranks, int num_microbatches, const PublishedCosts& c);
+// Interleaved 1F1B (Narayanan et al. 2021) with v stages per rank: bubble (PP-1)(F+B)/v for a
+// rank's layers, i.e. (PP-1)(vF+vB)/v with our per-stage costs; activations (Korthikanti et al.
+// 2022) PP(1+(PP-1)/(PP v)) of a rank's layers = vPP+PP-1 stages x micro-batches when PP divides
+// the micro-batches (in general min(vC, (v-1)Mr+2PP-1), Mr the micro-batches per round).
+PublishedFigures interleaved_1f1b_figures(int num_ranks, int num_microbatches, int stages_per_rank,
+                                          const PublishedCosts& c);
+// The zero-bubble authors' V schedules (PP = ranks; two stages per rank, each half a rank's
+// layers; activations in our stage units, twice the papers' micro-batches of a rank's layers):
+// ZB-V (arXiv 2401.10241) "zero bubble" at F = B-W = W, i.e. only the start-up (PP-1)F, and
+// 1F1B's memory, 2PP; V-Half and V-Min (arXiv 2405.15362)
+// 2*floor((PP+2)/2) and 2*floor((PP+4)/3). The authors count an activation until its W.
+PublishedFigures zbv_figures(int num_ranks, int num_microbatches, const PublishedCosts& c);
+PublishedFigures v_half_figures(int num_ranks, int num_microbatches, const PublishedCosts& c);
+PublishedFigures v_min_figures(int num_ranks, int num_microbatches, const PublishedCosts& c);
 
 }  // namespace dualpipe::schedule

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "dualpipe/schedule/published_figures.h"
+#include "dualpipe/schedule/registry.h"
 #include "dualpipe/sim/cost_model.h"
 
 namespace dualpipe::sim {
@@ -18,6 +19,12 @@ using PaperFigures = schedule::PublishedFigures;
 // with PP = 2*ranks stages), evaluated on `costs`. std::nullopt for a name the registry does not
 // know (a schedule loaded from a file under another name).
 std::optional<PaperFigures> paper_figures(const std::string& schedule_name, int num_ranks,
-                                          int num_microbatches, const CostModel& costs);
+                                          int num_microbatches, const CostModel& costs,
+                                          const schedule::BuildOptions& options = {});
+// The same for a built or loaded schedule, with the options that build it
+// (schedule::build_options_of: interleaved 1F1B's stages per rank); std::nullopt also when its
+// name is known but its stages per rank are not the named schedule's.
+std::optional<PaperFigures> paper_figures(const schedule::Schedule& schedule,
+                                          const CostModel& costs);
 
 }  // namespace dualpipe::sim

@@ -11,8 +11,10 @@ namespace dualpipe::train {
 
 struct TrainConfig {
   // Pipeline.
-  std::string schedule = "dualpipe";  // dualpipe | dualpipev | 1f1b | zb1p | gpipe
+  std::string schedule = "dualpipe";  // a name of schedule::schedule_names()
   int num_ranks = 4;                  // pipeline ranks
+  // Stages per rank for the schedules that take it (interleaved-1f1b's v); 0: the schedule's own.
+  int stages_per_rank = 0;
   int ep = 1;                         // expert-parallel ranks per pipeline rank
   // Data parallelism: dp pipeline replicas, each taking 1/dp of every micro-batch's sequences
   // (the global batch does not depend on dp). zero = 1 (ZeRO-1): each DP rank holds the AdamW
