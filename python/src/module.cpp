@@ -20,4 +20,7 @@ PYBIND11_MODULE(_C, m) {
     }
   });
   dualpipe::python::bind_pipeline(m);
+  dualpipe::python::bind_schedule(m);
+  dualpipe::python::bind_sim(m);
+  dualpipe::python::bind_eplb(m);
 }

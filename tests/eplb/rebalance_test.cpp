@@ -42,6 +42,58 @@ TEST(RebalanceExperts, GlobalPolicyWhenGroupsDoNotDivideNodes) {
   EXPECT_FALSE(uses_hierarchical_policy(3, 2));
 }
 
+// eplb.py checks groups and nodes only under the hierarchical policy: with num_groups % num_nodes
+// != 0 it plans globally, so 5 groups need not divide 12 experts nor 3 nodes 8 GPUs.
+TEST(RebalanceExperts, GlobalPolicyIgnoresGroupsAndNodes) {
+  const ExpertPlacement explicit_global = rebalance_experts(kReadmeWeight, 16, 1, 1, 8);
+  EXPECT_EQ(rebalance_experts(kReadmeWeight, 16, 5, 2, 8).physical_to_logical,
+            explicit_global.physical_to_logical);
+  EXPECT_EQ(rebalance_experts(kReadmeWeight, 16, 4, 3, 8).physical_to_logical,
+            explicit_global.physical_to_logical);
+  EXPECT_FALSE(uses_hierarchical_policy(5, 2));
+}
+
+// 2^24 + 1 is not a float: in float32 both experts weigh 2^24 and the first one gets the replica
+// (eplb.py's result); in double the second one is heavier.
+TEST(RebalanceExperts, Float32ArithmeticBreaksNearTiesAsTheReference) {
+  const LoadMatrix w = {{16777216.0, 16777217.0}};
+  EXPECT_EQ(rebalance_experts(w, 3, 1, 1, 1).replica_count[0], (std::vector<int>{1, 2}));
+  RebalanceOptions float32;
+  float32.float32 = true;
+  EXPECT_EQ(rebalance_experts(w, 3, 1, 1, 1, float32).replica_count[0], (std::vector<int>{2, 1}));
+}
+
+// A caller's order (the Python package passes torch.sort's) decides which of two tied items is
+// visited first; the pack loads do not change.
+TEST(BalancedPacking, FollowsTheGivenDescendingOrder) {
+  const DescendingOrder ties_reversed = [](const std::vector<double>& weight) {
+    std::vector<int> order = stable_descending_order(weight);
+    std::reverse(order.begin(), order.end());
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int a, int b) { return weight[a] > weight[b]; });
+    return order;
+  };
+  const Packing p = balanced_packing({1, 1, 1, 1}, 2, ties_reversed);
+  EXPECT_EQ(p.pack, (std::vector<int>{1, 0, 1, 0}));
+  EXPECT_EQ(p.rank_in_pack, (std::vector<int>{1, 1, 0, 0}));
+}
+
+TEST(BalancedPacking, RefusesAnOrderThatIsNotADescendingPermutation) {
+  const std::vector<double> w = {3, 1, 2, 0};
+  const auto with = [&](std::vector<int> order) {
+    try {
+      balanced_packing(w, 2, [&](const std::vector<double>&) { return order; });
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(with({0, 2, 1}).find("expected visit.size() == weight.size()"), std::string::npos);
+  EXPECT_NE(with({0, 2, 2, 3}).find("not a permutation: position 2 holds 2"), std::string::npos);
+  EXPECT_NE(with({0, 1, 2, 3}).find("not descending at position 2"), std::string::npos);
+  EXPECT_EQ(with({0, 2, 1, 3}), "");
+}
+
 TEST(BalancedPacking, HeaviestFirstIntoLightestPackWithRoom) {
   // Sorted: 9(0) 7(2) 5(1) 4(3) 1(4) 1(5). 9->p0, 7->p1, 5->p1(12), 4->p0(13), 1->p1(13),
   // then p1 is full, so the last 1 goes to p0.
@@ -85,7 +137,7 @@ TEST(RebalanceExperts, ErrorsNameTheValues) {
   std::string e = error_of(w, 16, 5, 1, 8);
   EXPECT_NE(e.find("num_experts=12"), std::string::npos) << e;
   EXPECT_NE(e.find("num_groups=5"), std::string::npos) << e;
-  e = error_of(w, 16, 4, 3, 8);
+  e = error_of(w, 16, 6, 3, 8);
   EXPECT_NE(e.find("num_gpus=8"), std::string::npos) << e;
   EXPECT_NE(e.find("num_nodes=3"), std::string::npos) << e;
   e = error_of(w, 18, 4, 2, 8);
