@@ -11,6 +11,7 @@ import torch  # noqa: F401  (first: the extension takes torch's tensor and proce
 import torch.distributed  # noqa: F401
 
 from . import _C  # noqa: F401
+from . import eplb, schedule, sim  # noqa: F401  (the planners)
 from .comm import set_p2p_tensor_dtype, set_p2p_tensor_shapes
 from .pipeline import DualPipe, DualPipeV, Pipeline, local_batch, stages
 from .utils import WeightGradStore
