@@ -13,7 +13,8 @@ import torch.distributed  # noqa: F401
 from . import _C  # noqa: F401
 from . import eplb, schedule, sim  # noqa: F401  (the planners)
 from .comm import set_p2p_tensor_dtype, set_p2p_tensor_shapes
-from .pipeline import DualPipe, DualPipeV, Pipeline, local_batch, stages
+from .pipeline import DualPipe, DualPipeV, Pipeline, local_batch
+from .schedule import stage_instances as stages
 from .utils import WeightGradStore
 
 __version__ = "0.1.0"

@@ -15,9 +15,10 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from . import _C, comm
+from .schedule import stage_instances
 from .utils import WeightGradStore
 
-__all__ = ["Pipeline", "DualPipe", "DualPipeV", "stages", "local_batch"]
+__all__ = ["Pipeline", "DualPipe", "DualPipeV", "local_batch"]
 
 Outputs = Optional[Union[torch.Tensor, Tuple[torch.Tensor, ...]]]
 
@@ -48,13 +49,6 @@ def _seconds(timeout: Union[float, int, datetime.timedelta]) -> float:
     return float(seconds)
 
 
-def stages(schedule: str, num_ranks: int, rank: int) -> List[Tuple[int, int]]:
-    """The model stages pipeline rank ``rank`` holds for ``schedule`` on ``num_ranks`` ranks, as
-    (direction, stage) per module slot: ``modules[slot]`` of ``Pipeline`` must be model stage
-    ``stage`` (DualPipe rank r: [(0, r), (1, R-1-r)], the second a copy of model stage R-1-r)."""
-    return _C.stage_numbers(schedule, num_ranks, rank)
-
-
 def local_batch(schedule: str, num_ranks: int, rank: int, num_microbatches: int,
                 inputs: Sequence[torch.Tensor], labels: Sequence[torch.Tensor] = ()
                 ) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[int]]:
@@ -69,8 +63,9 @@ class Pipeline(nn.Module):
     """This rank's part of a pipeline running schedule ``schedule`` ("dualpipe", "dualpipev",
     "1f1b", "zb1p", "gpipe", ...; see ``dualpipe.schedule.names()``).
 
-    ``modules`` are this rank's stage modules, in the order ``dualpipe.schedule.stages(schedule,
-    num_ranks, rank)`` names them (DualPipe rank r: model stages r and R-1-r). ``process_group``
+    ``modules`` are this rank's stage modules, in the order ``dualpipe.stages(schedule,
+    num_ranks, rank)`` names them, (direction, stage) per slot (DualPipe rank r: model stages r
+    and R-1-r). ``process_group``
     (default: torch.distributed's default group) is the pipeline group; ``rank_mapping[i]`` is
     the pipeline rank of its rank i. Keyword-only: ``sync_mirror_gradients`` (sum the gradients
     of the two copies of each stage at the end of each training step; off by default, as in the
@@ -102,7 +97,7 @@ class Pipeline(nn.Module):
         self.num_ranks = self.group.size()
         mapping = _checked_rank_mapping(rank_mapping, self.num_ranks)
         self.rank = mapping[self.group.rank()]
-        expected = _C.stage_numbers(schedule, self.num_ranks, self.rank)
+        expected = stage_instances(schedule, self.num_ranks, self.rank)
         if len(expected) != len(modules):
             raise ValueError(f"pipeline rank {self.rank} of {schedule!r} on {self.num_ranks} ranks "
                              f"holds {len(expected)} stage modules (direction, stage) = {expected}, "

@@ -40,13 +40,14 @@ def facts(name: str) -> ScheduleFacts:
     return _impl.facts(name)
 
 
-def build(name: str, num_ranks: int, num_microbatches: int) -> Schedule:
+def build(name: str, num_ranks: int, num_microbatches: int, stages_per_rank: int = 0) -> Schedule:
     """The named schedule's per-rank programs, compute and communication.
 
-    ``num_microbatches`` is the total over all directions (DualPipe: half each way). Raises
-    ValueError for an unknown name or sizes the schedule does not accept, with the values.
+    ``num_microbatches`` is the total over all directions (DualPipe: half each way);
+    ``stages_per_rank`` is interleaved-1f1b's v (0: the schedule's own). Raises ValueError for an
+    unknown name or sizes the schedule does not accept, with the values.
     """
-    return _impl.build(name, num_ranks, num_microbatches)
+    return _impl.build(name, num_ranks, num_microbatches, stages_per_rank)
 
 
 def stages(name: str, num_ranks: int, rank: int) -> List[int]:

@@ -147,23 +147,18 @@ void bind_pipeline(py::module_& m) {
       .def("trace_events", &PythonPipeline::trace_events)
       .def_property_readonly("rank", &PythonPipeline::rank)
       .def_property_readonly("num_ranks", &PythonPipeline::num_ranks);
-  m.def("stages_for", &runtime::Pipeline::stages_for, py::arg("schedule"), py::arg("num_ranks"),
-        py::arg("rank"));
   m.def(
-      "stage_numbers",
+      "takes_inputs",
       [](const std::string& schedule, int num_ranks, int rank) {
-        std::vector<std::pair<int, int>> ids;
-        for (const auto& id : runtime::Pipeline::stages_for(schedule, num_ranks, rank)) {
-          ids.emplace_back(id.direction, id.stage);
-        }
-        return ids;
+        return runtime::Pipeline::takes_inputs(schedule, num_ranks, rank);
       },
-      py::arg("schedule"), py::arg("num_ranks"), py::arg("rank"),
-      "(direction, stage) of each slot pipeline rank `rank` holds");
-  m.def("takes_inputs", &runtime::Pipeline::takes_inputs, py::arg("schedule"), py::arg("num_ranks"),
-        py::arg("rank"));
-  m.def("takes_labels", &runtime::Pipeline::takes_labels, py::arg("schedule"), py::arg("num_ranks"),
-        py::arg("rank"));
+      py::arg("schedule"), py::arg("num_ranks"), py::arg("rank"));
+  m.def(
+      "takes_labels",
+      [](const std::string& schedule, int num_ranks, int rank) {
+        return runtime::Pipeline::takes_labels(schedule, num_ranks, rank);
+      },
+      py::arg("schedule"), py::arg("num_ranks"), py::arg("rank"));
   m.def(
       "local_batch",
       [](const std::string& schedule, int num_ranks, int rank, int num_microbatches,

@@ -123,8 +123,14 @@ void bind_schedule(py::module_& parent) {
   bind_schedule_class(m);
   m.def("names", &schedule::schedule_names);
   m.def("facts", &schedule::schedule_facts, py::arg("name"));
-  m.def("build", &schedule::build_schedule, py::arg("name"), py::arg("num_ranks"),
-        py::arg("num_microbatches"), py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "build",
+      [](const std::string& name, int num_ranks, int num_microbatches, int stages_per_rank) {
+        return schedule::build_schedule(name, num_ranks, num_microbatches,
+                                        schedule::BuildOptions{stages_per_rank});
+      },
+      py::arg("name"), py::arg("num_ranks"), py::arg("num_microbatches"),
+      py::arg("stages_per_rank") = 0, py::call_guard<py::gil_scoped_release>());
   m.def(
       "placement",
       [](const std::string& name, int num_ranks, int rank) {

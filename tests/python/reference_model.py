@@ -39,7 +39,9 @@ class MyLinear(nn.Linear):
         return LinearFunc.apply(input, self.weight)
 
 
-class PipelineStage(nn.Module):
+class PlainStage(nn.Module):
+    """Linear-GELU-Linear without an overlap hook (FB pairs run forward then backward)."""
+
     def __init__(self, hidden_size: int) -> None:
         super().__init__()
         self.linear1 = MyLinear(hidden_size, hidden_size * 4, bias=False)
@@ -47,6 +49,10 @@ class PipelineStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear2(F.gelu(self.linear1(x)))
+
+
+class PipelineStage(PlainStage):
+    """The reference example's stage: the same with ``overlapped_forward_backward``."""
 
     @classmethod
     def overlapped_forward_backward(
@@ -69,18 +75,6 @@ class PipelineStage(nn.Module):
         else:
             run_backward(outputs1, output_grads1)
         return outputs0, loss0
-
-
-class PlainStage(nn.Module):
-    """The same stage without the overlap hook (FB pairs run forward then backward)."""
-
-    def __init__(self, hidden_size: int) -> None:
-        super().__init__()
-        self.linear1 = MyLinear(hidden_size, hidden_size * 4, bias=False)
-        self.linear2 = MyLinear(hidden_size * 4, hidden_size, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear2(F.gelu(self.linear1(x)))
 
 
 def criterion(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

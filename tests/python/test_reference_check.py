@@ -43,6 +43,15 @@ def _copy(stage_class, module):
     return local
 
 
+def _checked_grad_diffs(local_modules, local_full_modules):
+    """Cosine distance of each local gradient to the reference's; each must be < 1e-13."""
+    diffs = []
+    for (name, p), p_ref in zip(local_modules.named_parameters(), local_full_modules.parameters()):
+        diffs.append(cal_diff(p.grad, p_ref.grad))
+        assert diffs[-1] < 1e-13, f"{name}: cosine distance {diffs[-1]}"
+    return diffs
+
+
 def dualpipe_check(rank, pp_size, num_chunks, stage_name, sync_in_engine):
     stage_class = STAGES[stage_name]
     is_first_rank, is_last_rank = rank == 0, rank == pp_size - 1
@@ -83,10 +92,7 @@ def dualpipe_check(rank, pp_size, num_chunks, stage_name, sync_in_engine):
             dist.all_gather(p1all, p1.grad)
             p0.grad += p1all[pp_size - 1 - rank]
             p1.grad += p0all[pp_size - 1 - rank]
-    diffs = []
-    for (name, p), p_ref in zip(local_modules.named_parameters(), local_full_modules.parameters()):
-        diffs.append(cal_diff(p.grad, p_ref.grad))
-        assert diffs[-1] < 1e-13, f"{name}: cosine distance {diffs[-1]}"
+    diffs = _checked_grad_diffs(local_modules, local_full_modules)
     model.zero_grad()
 
     with torch.no_grad():
@@ -126,10 +132,7 @@ def dualpipev_check(rank, pp_size, num_chunks, stage_name):
     else:
         assert loss is None
     assert outputs is None
-    diffs = []
-    for (name, p), p_ref in zip(local_modules.named_parameters(), local_full_modules.parameters()):
-        diffs.append(cal_diff(p.grad, p_ref.grad))
-        assert diffs[-1] < 1e-13, f"{name}: cosine distance {diffs[-1]}"
+    diffs = _checked_grad_diffs(local_modules, local_full_modules)
     model.zero_grad()
 
     with torch.no_grad():

@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+import dualpipe.schedule
+
 from dualpipe import Pipeline, local_batch, stages
 from ranks import run_ranks
 from reference_model import PipelineStage, cal_diff, criterion, ref_step
@@ -42,9 +44,23 @@ def schedule_check(rank, num_ranks, schedule, num_chunks):
     return worst
 
 
-@pytest.mark.parametrize("schedule,num_ranks,num_chunks", [
-    ("1f1b", 2, 4), ("1f1b", 3, 6), ("zb1p", 2, 4), ("zb1p", 4, 8), ("gpipe", 2, 3),
-    ("gpipe", 4, 4), ("dualpipe", 2, 4), ("dualpipev", 2, 4),
-])
+def _cases():
+    """Every registered schedule at 2 and 4 ranks with its smallest accepted micro-batch count
+    of at least 2 per rank, plus odd sizes."""
+    cases = []
+    for name in dualpipe.schedule.names():
+        facts = dualpipe.schedule.facts(name)
+        for num_ranks in (2, 4):
+            num_chunks = facts.smallest_microbatches(num_ranks, 2 * num_ranks)
+            if facts.accepts(num_ranks, num_chunks):
+                cases.append((name, num_ranks, num_chunks))
+    return cases + [("1f1b", 3, 6), ("gpipe", 2, 3), ("dualpipev", 3, 7)]
+
+
+def test_every_registered_schedule_is_covered():
+    assert {name for name, _, _ in _cases()} == set(dualpipe.schedule.names())
+
+
+@pytest.mark.parametrize("schedule,num_ranks,num_chunks", _cases())
 def test_every_schedule_matches_the_single_process_loop(schedule, num_ranks, num_chunks):
     run_ranks(schedule_check, num_ranks, schedule, num_chunks)
