@@ -15,7 +15,7 @@ struct TrainConfig {
   int num_ranks = 4;                  // pipeline ranks
   // Stages per rank for the schedules that take it (interleaved-1f1b's v); 0: the schedule's own.
   int stages_per_rank = 0;
-  int ep = 1;                         // expert-parallel ranks per pipeline rank
+  int ep = 1;  // expert-parallel ranks per pipeline rank
   // Data parallelism: dp pipeline replicas, each taking 1/dp of every micro-batch's sequences
   // (the global batch does not depend on dp). zero = 1 (ZeRO-1): each DP rank holds the AdamW
   // moments of 1/dp of its parameters; 0: every replica holds all of them. No effect at dp = 1.
