@@ -73,9 +73,9 @@ TEST(PlanCommand, TableShowsTheWinnerItsPictureAndWhyOthersLost) {
   const std::string svg = temp_path("winner.svg");
   CliRun run = run_plan("--ranks 4 --microbatches 8 --max-activations 4 --svg " + svg);
   ASSERT_EQ(run.exit_code, 0) << run.err;
-  EXPECT_NE(run.out.find("| 1 | zb1p"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("| 1  | zbv "), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("memory: 5 activation units > limit 4"), std::string::npos) << run.out;
-  EXPECT_NE(run.out.find("winner: zb1p on 4 ranks"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("winner: zbv on 4 ranks"), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("rank  3 |"), std::string::npos) << run.out;
   EXPECT_EQ(slurp(svg).rfind("<svg", 0), 0u);
 }
