@@ -11,41 +11,20 @@
 #include <string>
 #include <vector>
 
+#include "cli_run.h"
 #include "dualpipe/schedule/registry.h"
 
 namespace {
 
-struct CliRun {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-std::string temp_path(const std::string& name) {
-  return ::testing::TempDir() + "dualpipe_plan_cli_" + std::to_string(::getpid()) + "_" + name;
-}
+using dualpipe::testing::CliRun;
+using dualpipe::testing::slurp;
+using dualpipe::testing::temp_path;
 
 CliRun run_plan(const std::string& args) {
-  const std::string out = temp_path("stdout"), err = temp_path("stderr");
-  const std::string command =
-      std::string(DUALPIPE_CLI_PATH) + " plan " + args + " >" + out + " 2>" + err;
-  const int status = std::system(command.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+  return dualpipe::testing::run_cli("plan", args);
 }
-
 CliRun run_sim(const std::string& args) {
-  const std::string out = temp_path("sim_stdout"), err = temp_path("sim_stderr");
-  const std::string command =
-      std::string(DUALPIPE_CLI_PATH) + " sim " + args + " >" + out + " 2>" + err;
-  const int status = std::system(command.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+  return dualpipe::testing::run_cli("sim", args);
 }
 
 TEST(PlanCommand, JsonRanksEveryFamilyAndTheSimulatorConfirmsTheWinner) {

@@ -12,37 +12,17 @@
 #include <string>
 #include <vector>
 
+#include "cli_run.h"
 #include "dualpipe/schedule/registry.h"
 
 namespace {
 
-struct CliRun {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// ctest runs each test in its own process, several at once: the pid keeps their files apart.
-std::string temp_path(const std::string& name) {
-  return ::testing::TempDir() + "dualpipe_sim_cli_" + std::to_string(::getpid()) + "_" + name;
-}
+using dualpipe::testing::CliRun;
+using dualpipe::testing::slurp;
+using dualpipe::testing::temp_path;
 
 CliRun run_sim(const std::string& args) {
-  const std::string out = temp_path("stdout"), err = temp_path("stderr");
-  std::string command = std::string(DUALPIPE_CLI_PATH) + " sim " + args + " >" + out + " 2>" + err;
-  int status = std::system(command.c_str());
-  CliRun run;
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  run.out = slurp(out);
-  run.err = slurp(err);
-  return run;
+  return dualpipe::testing::run_cli("sim", args);
 }
 
 TEST(SimCommand, JsonHasTheDocumentedKeysAndThePaperBubble) {
