@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "command.h"
+#include "dualpipe/schedule/schedule_file.h"
 #include "dualpipe/sim/cost_model.h"
 #include "dualpipe/sim/planner.h"
 #include "dualpipe/sim/svg.h"
@@ -36,6 +37,7 @@ struct PlanOptions {
   bool no_search = false;
   std::string format = "table";
   std::string svg;
+  std::string save;
 };
 
 std::vector<int> int_list(const std::string& text, const char* flag) {
@@ -219,6 +221,7 @@ int run_plan(const PlanOptions& o) {
       throw std::runtime_error("cannot write '" + o.svg + "'");
     }
   }
+  if (!o.save.empty()) schedule::write_schedule_file(o.save, plan.winner);
   if (o.format == "json") {
     nlohmann::json candidates = nlohmann::json::array();
     for (const sim::PlanCandidate& c : plan.candidates) candidates.push_back(candidate_json(c));
@@ -278,6 +281,9 @@ Command add_plan_command(CLI::App& app) {
       ->check(CLI::IsMember({"table", "json"}))
       ->capture_default_str();
   sub->add_option("--svg", o->svg, "Write the winner's simulated timeline as SVG to FILE");
+  sub->add_option("--save", o->save,
+                  "Write the winner's schedule to FILE (.csv PyTorch CSV, .txt text, else JSON) "
+                  "for `dualpipe sim --schedule-file` and the executor");
   return Command{sub, [o] { return run_plan(*o); }};
 }
 

@@ -48,19 +48,6 @@ void write_file(const std::string& path, const std::string& content) {
   }
 }
 
-bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() &&
-         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// --save FILE: PyTorch's CSV (compute actions, as its _load_csv reads by default) for ".csv",
-// the text form for ".txt", else JSON.
-std::string saved_form(const schedule::Schedule& s, const std::string& path) {
-  if (ends_with(path, ".csv")) return schedule::to_pytorch_csv(s);
-  if (ends_with(path, ".txt")) return schedule::to_text(s);
-  return schedule::to_json(s).dump(1) + "\n";
-}
-
 std::vector<std::string> split_names(const std::string& list) {
   std::vector<std::string> names;
   std::stringstream in(list);
@@ -224,7 +211,7 @@ int run_sim(const SimOptions& options) {
     s = schedule::read_schedule_file(options.schedule_file,
                                      options.schedule_given ? options.schedule : "");
   }
-  if (!options.save.empty()) write_file(options.save, saved_form(s, options.save));
+  if (!options.save.empty()) schedule::write_schedule_file(options.save, s);
   if (options.format == "oracle") {
     std::cout << schedule::to_oracle_json(s).dump(0) << "\n";
     return 0;

@@ -106,4 +106,26 @@ PublishedFigures v_min_figures(int num_ranks, int, const PublishedCosts&) {
   return figures;
 }
 
+PublishedFigures search_figures(int num_ranks, int, const PublishedCosts&) {
+  PublishedFigures figures = one_stage_per_rank(num_ranks);
+  figures.activations_formula = "<= PP";
+  return figures;
+}
+
+PublishedFigures search_v_figures(int num_ranks, int, const PublishedCosts&) {
+  PublishedFigures figures = one_stage_per_rank(num_ranks);
+  figures.pp_meaning = "PP=ranks=" + std::to_string(num_ranks) + ", 2 stages per rank";
+  figures.activations_formula = "<= 2PP";
+  figures.peak_activations = 2 * num_ranks;
+  return figures;
+}
+
+PublishedFigures search_dual_figures(int num_ranks, int, const PublishedCosts& c) {
+  PublishedFigures figures = bidirectional(num_ranks, "PP=ranks=" + std::to_string(num_ranks), c);
+  figures.bubble_formula.clear();
+  figures.bubble = 0.0;
+  figures.activations_formula = "<= PP+1";
+  return figures;
+}
+
 }  // namespace dualpipe::schedule

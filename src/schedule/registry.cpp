@@ -8,6 +8,7 @@
 #include "dualpipe/schedule/dualpipev.h"
 #include "dualpipe/schedule/gpipe.h"
 #include "dualpipe/schedule/interleaved_1f1b.h"
+#include "dualpipe/schedule/list_schedule.h"
 #include "dualpipe/schedule/one_f_one_b.h"
 #include "dualpipe/schedule/zbv.h"
 #include "dualpipe/schedule/zero_bubble.h"
@@ -79,6 +80,21 @@ constexpr Entry kSchedules[] = {
      fixed_placement<Placement::v_shape>, 1, 1, 0, false, 2, false, fixed_figures<v_half_figures>},
     {"v-min", "V-Min: a V with about a third of 1F1B's activation memory", fixed<build_v_min>,
      fixed_placement<Placement::v_shape>, 1, 1, 0, false, 2, false, fixed_figures<v_min_figures>},
+    {"search",
+     "Searched: greedy list schedule, one stage per rank, B/W split (`dualpipe plan` fits it to "
+     "your costs)",
+     fixed<build_search>, one_stage_per_rank, 1, 1, 0, false, 1, false,
+     fixed_figures<search_figures>},
+    {"search-v",
+     "Searched on a V: two stages per rank, F&B pairs, B/W split (`dualpipe plan` fits it to "
+     "your costs)",
+     fixed<build_search_v>, fixed_placement<Placement::v_shape>, 1, 1, 0, false, 2, false,
+     fixed_figures<search_v_figures>},
+    {"search-dual",
+     "Searched on DualPipe's placement: two directions, F&B pairs, B/W split (`dualpipe plan` "
+     "fits it to your costs)",
+     fixed<build_search_dual>, fixed_placement<Placement::bidirectional>, 2, 2, 0, false, 2, false,
+     fixed_figures<search_dual_figures>},
 };
 
 const Entry& find_entry(const std::string& name) {

@@ -1,5 +1,6 @@
 #include "dualpipe/schedule/schedule_file.h"
 
+#include <fstream>
 #include <stdexcept>
 
 #include "dualpipe/read_file.h"
@@ -29,6 +30,29 @@ Schedule read_schedule_file(const std::string& path, const std::string& name) {
     return schedule;
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(what + ": " + e.what());
+  }
+}
+
+namespace {
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() &&
+         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+std::string schedule_file_text(const Schedule& schedule, const std::string& path) {
+  if (ends_with(path, ".csv")) return to_pytorch_csv(schedule);
+  if (ends_with(path, ".txt")) return to_text(schedule);
+  return to_json(schedule).dump(1) + "\n";
+}
+
+void write_schedule_file(const std::string& path, const Schedule& schedule) {
+  const std::string text = schedule_file_text(schedule, path);
+  std::ofstream out(path, std::ios::binary);
+  if (!out || !(out << text) || !out.flush()) {
+    throw std::runtime_error("cannot write schedule file '" + path + "'");
   }
 }
 

@@ -1,13 +1,14 @@
 #include "dualpipe/sim/list_scheduler.h"
 
 #include <algorithm>
-#include <deque>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "dualpipe/check.h"
 #include "dualpipe/schedule/communication.h"
+#include "dualpipe/schedule/list_schedule.h"
 #include "dualpipe/schedule/registry.h"
 #include "dualpipe/schedule/validator.h"
 #include "dualpipe/sim/simulator.h"
@@ -15,219 +16,225 @@
 namespace dualpipe::sim {
 namespace {
 
-constexpr double kUnknown = std::numeric_limits<double>::infinity();
+constexpr double kNever = std::numeric_limits<double>::infinity();
+// Ops the local moves may simulate in all (each move inserts communication, validates and
+// simulates the whole schedule): about a quarter of a second here.
+constexpr long long kMoveBudgetOps = 400000;
+constexpr int kMostMoves = 400;
 
-struct Policy {
-  int cap = 1;
-  // Rank r holds at most min(cap, num_ranks - r) in flight (1F1B's warm-up depth) instead of cap.
-  bool staggered = false;
-  bool forward_first = false;
-  bool defer_weight_grad = true;
-  // When a pending W runs while no forward or backward is ready:
-  //   kLookahead  only where it delays nothing known to arrive within W;
-  //   kEager      at once (a W in every gap, as ZB1P's first ranks do);
-  //   kLast       only once the rank's backwards are done, except on rank 0, eagerly.
-  enum class Weights { kLookahead, kEager, kLast } weights = Weights::kLookahead;
-
-  int cap_of(int rank, int num_ranks) const {
-    return staggered ? std::min(cap, num_ranks - rank) : cap;
-  }
-
-  std::string describe() const {
-    return "cap=" + std::to_string(cap) + (staggered ? " staggered" : "") +
-           (forward_first ? ", forward first" : ", backward first") +
-           (!defer_weight_grad               ? ", full backwards"
-            : weights == Weights::kLookahead ? ", W deferred with lookahead"
-            : weights == Weights::kEager     ? ", W deferred into every gap"
-                                             : ", W deferred to the end");
-  }
+// A schedule the search holds: compute programs only, with its simulated step time and peak.
+struct Candidate {
+  schedule::Schedule compute;
+  double makespan = kNever;
+  int peak = std::numeric_limits<int>::max();
+  std::string how;
 };
 
-// One greedy walk of the pipeline under `policy`: stage r on rank r, micro-batches in order.
-class GreedyWalk {
- public:
-  GreedyWalk(const SearchOptions& options, const Policy& policy)
-      : options_(options),
-        policy_(policy),
-        num_ranks_(options.num_ranks),
-        num_microbatches_(options.num_microbatches),
-        comm_(options.num_ranks > 1 ? options.costs.comm : 0.0),
-        forward_end_(num_ranks_, std::vector<double>(num_microbatches_, kUnknown)),
-        backward_end_(num_ranks_, std::vector<double>(num_microbatches_, kUnknown)),
-        ranks_(num_ranks_) {}
+schedule::Schedule compute_only(schedule::Schedule s) {
+  for (schedule::Program& program : s.programs) {
+    program.erase(std::remove_if(program.begin(), program.end(),
+                                 [](const schedule::Op& op) { return op.is_communication(); }),
+                  program.end());
+  }
+  return s;
+}
 
-  // The compute programs, one per rank.
-  std::vector<schedule::Program> run() {
-    for (;;) {
-      int best_rank = -1;
-      Step best;
-      for (int r = 0; r < num_ranks_; ++r) {
-        const Step step = decide(r);
-        if (step.kind != StepKind::kNone && step.key < best.key) {
-          best = step;
-          best_rank = r;
-        }
-      }
-      if (best_rank < 0) break;
-      execute(best_rank, best);
-    }
-    std::vector<schedule::Program> programs;
-    for (RankState& rank : ranks_) {
-      DUALPIPE_ASSERT(rank.next_backward == num_microbatches_ && rank.weights.empty(),
-                      "the greedy walk stopped before the end");
-      programs.push_back(std::move(rank.program));
-    }
-    return programs;
+class Search {
+ public:
+  explicit Search(const SearchOptions& options)
+      : options_(options),
+        placement_(schedule::schedule_placement(options.layout, options.num_ranks)) {}
+
+  SearchResult run() {
+    SearchResult result;
+    walk_policies(result);
+    seed_with_families();
+    improve_with_moves();
+    schedule::Schedule s = best_.compute;
+    schedule::insert_communication(s);
+    schedule::validate(s);
+    const SimResult timed = simulate(s, options_.costs);
+    result.schedule = std::move(s);
+    result.makespan = timed.makespan;
+    result.peak_activations = timed.max_peak_activations();
+    result.policy = best_.how;
+    return result;
   }
 
  private:
-  enum class StepKind { kNone, kForward, kBackward, kWeight };
-  struct Step {
-    StepKind kind = StepKind::kNone;
-    double start = kUnknown;
-    // When the walk may commit the step: its start, or for a W while this rank's next input
-    // is not yet known, its end (every step of another rank that starts earlier goes first and
-    // may reveal an input arriving during the W).
-    double key = kUnknown;
-  };
-  struct RankState {
-    double free_at = 0.0;
-    int next_forward = 0;
-    int next_backward = 0;
-    int in_flight = 0;
-    std::deque<int> weights;  // micro-batches whose W is pending, oldest first
-    schedule::Program program;
-  };
-
-  double forward_ready(int r) const {
-    const RankState& rank = ranks_[r];
-    if (rank.next_forward >= num_microbatches_ || rank.in_flight >= policy_.cap_of(r, num_ranks_))
-      return kUnknown;
-    if (r == 0) return 0.0;
-    return forward_end_[r - 1][rank.next_forward] + comm_;
+  bool fits(int peak) const {
+    return options_.max_activations == 0 || peak <= options_.max_activations;
   }
 
-  double backward_ready(int r) const {
-    const RankState& rank = ranks_[r];
-    if (rank.next_backward >= rank.next_forward) return kUnknown;
-    if (r == num_ranks_ - 1) return forward_end_[r][rank.next_backward];
-    return backward_end_[r + 1][rank.next_backward] + comm_;
+  // Keeps `c` when it fits and is faster (ties: smaller peak), or while nothing fits, when it
+  // needs less memory.
+  bool offer(Candidate&& c) {
+    const bool better =
+        fits(c.peak) != fits(best_.peak)
+            ? fits(c.peak)
+            : (fits(c.peak) ? c.makespan < best_.makespan ||
+                                  (c.makespan == best_.makespan && c.peak < best_.peak)
+                            : c.peak < best_.peak);
+    if (better) best_ = std::move(c);
+    return better;
   }
 
-  Step decide(int r) const {
-    const RankState& rank = ranks_[r];
-    const double t = rank.free_at;
-    const double f = forward_ready(r);
-    const double b = backward_ready(r);
-    const double earliest = std::min(f, b);
-    auto pick = [&](double at) {
-      const bool f_ok = f <= at, b_ok = b <= at;
-      if (f_ok && (!b_ok || policy_.forward_first)) return Step{StepKind::kForward, at, at};
-      return Step{StepKind::kBackward, at, at};
-    };
-    if (earliest <= t) return pick(t);
-    using Weights = Policy::Weights;
-    const bool hold_weights =
-        policy_.weights == Weights::kLast && r > 0 && rank.next_backward < num_microbatches_;
-    if (!rank.weights.empty() && !hold_weights) {
-      const double w = op_cost(schedule::Op::weight(0, r, rank.weights.front()), options_.costs);
-      if (policy_.weights != Weights::kLookahead) return Step{StepKind::kWeight, t, t};
-      // NOTE: lookahead: a W only where it delays nothing that is known to arrive.
-      if (earliest == kUnknown) return Step{StepKind::kWeight, t, t + w};
-      if (earliest - t >= w) return Step{StepKind::kWeight, t, t};
+  // The walk of every policy, timed by the walk itself (the simulator's timing: tested).
+  void walk_policies(SearchResult& result) {
+    schedule::ListCosts costs;
+    costs.op_time = [this](const schedule::Op& op) { return op_cost(op, options_.costs); };
+    costs.comm = options_.num_ranks > 1 ? options_.costs.comm : 0.0;
+    for (const schedule::ListPolicy& policy :
+         schedule::list_policies(placement_, options_.num_microbatches, options_.max_activations)) {
+      schedule::ListSchedule walked =
+          schedule::list_schedule(options_.layout, placement_, options_.num_microbatches, policy,
+                                  costs, /*with_communication=*/false);
+      ++result.policies_tried;
+      offer({std::move(walked.schedule), walked.makespan, walked.peak_activations,
+             policy.describe()});
     }
-    if (earliest < kUnknown) return pick(earliest);
-    return {};
   }
 
-  void execute(int r, const Step& step) {
-    RankState& rank = ranks_[r];
-    schedule::Op op;
-    if (step.kind == StepKind::kForward) {
-      op = schedule::Op::forward(0, r, rank.next_forward);
-    } else if (step.kind == StepKind::kBackward) {
-      op = schedule::Op::backward(0, r, rank.next_backward, policy_.defer_weight_grad);
-    } else {
-      op = schedule::Op::weight(0, r, rank.weights.front());
+  // The fixed families on the same placement start the moves too, so the search is never
+  // behind them.
+  void seed_with_families() {
+    for (const std::string& name : schedule::schedule_names()) {
+      if (is_searched_schedule(name)) continue;
+      const schedule::ScheduleFacts facts = schedule::schedule_facts(name);
+      if (!facts.accepts(options_.num_ranks, options_.num_microbatches)) continue;
+      if (!(schedule::schedule_placement(name, options_.num_ranks) == placement_)) continue;
+      schedule::Schedule built =
+          schedule::build_schedule(name, options_.num_ranks, options_.num_microbatches);
+      const SimResult timed = simulate(built, options_.costs);
+      schedule::Schedule compute = compute_only(std::move(built));
+      compute.name = options_.layout;
+      offer({std::move(compute), timed.makespan, timed.max_peak_activations(), name + "'s order"});
     }
-    const double end = step.start + op_cost(op, options_.costs);
-    if (step.kind == StepKind::kForward) {
-      forward_end_[r][rank.next_forward++] = end;
-      ++rank.in_flight;
-    } else if (step.kind == StepKind::kBackward) {
-      if (policy_.defer_weight_grad) rank.weights.push_back(rank.next_backward);
-      backward_end_[r][rank.next_backward++] = end;
-      --rank.in_flight;
-    } else {
-      rank.weights.pop_front();
-    }
-    rank.free_at = end;
-    rank.program.push_back(op);
   }
 
-  const SearchOptions& options_;
-  const Policy policy_;
-  const int num_ranks_;
-  const int num_microbatches_;
-  const double comm_;
-  std::vector<std::vector<double>> forward_end_;   // [stage][microbatch]
-  std::vector<std::vector<double>> backward_end_;  // [stage][microbatch]
-  std::vector<RankState> ranks_;
-};
+  // The step time and peak of `compute` with communication, or nothing when it is not a valid
+  // schedule (the validator or the simulator refuse it).
+  std::optional<std::pair<double, int>> time(const schedule::Schedule& compute) const {
+    schedule::Schedule s = compute;
+    try {
+      schedule::insert_communication(s);
+      schedule::validate(s);
+      const SimResult timed = simulate(s, options_.costs);
+      return std::make_pair(timed.makespan, timed.max_peak_activations());
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  }
 
-std::vector<Policy> policies(const SearchOptions& options) {
-  // NOTE: beyond 2 * num_ranks in flight a one-stage-per-rank pipeline gains nothing but
-  // GPipe's all-forwards-first order, which cap = num_microbatches covers.
-  const int most = options.max_activations > 0
-                       ? std::min(options.max_activations, options.num_microbatches)
-                       : options.num_microbatches;
-  std::vector<int> caps;
-  for (int cap = 1; cap <= std::min(most, 2 * options.num_ranks); ++cap) caps.push_back(cap);
-  if (most > 2 * options.num_ranks) caps.push_back(most);
-  std::vector<Policy> all;
-  for (int cap : caps) {
-    for (bool staggered : {false, true}) {
-      if (staggered && cap < 2) continue;  // the same as cap=1
-      for (bool forward_first : {false, true}) {
-        for (Policy::Weights w :
-             {Policy::Weights::kLookahead, Policy::Weights::kEager, Policy::Weights::kLast}) {
-          all.push_back(Policy{cap, staggered, forward_first, true, w});
+  // The programs after one move on `rank` at `i`: kind 0 swaps ops i and i+1, 1 moves op i
+  // two places later, 2 splits an F&B pair (forward first), 3 splits it backward first, 4 pairs
+  // a forward with the backward after it. Nothing when the move does not apply there.
+  static std::optional<schedule::Program> moved(const schedule::Program& p, int i, int kind) {
+    using schedule::Op;
+    using schedule::OpKind;
+    const int n = static_cast<int>(p.size());
+    schedule::Program q = p;
+    switch (kind) {
+      case 0:
+        if (i + 1 >= n || (p[i].kind == OpKind::kWeight && p[i + 1].kind == OpKind::kWeight)) {
+          return std::nullopt;
         }
-        all.push_back(Policy{cap, staggered, forward_first, false});
+        std::swap(q[i], q[i + 1]);
+        return q;
+      case 1:
+        if (i + 2 >= n) return std::nullopt;
+        std::rotate(q.begin() + i, q.begin() + i + 1, q.begin() + i + 3);
+        return q;
+      case 2:
+      case 3: {
+        if (p[i].kind != OpKind::kForwardBackward) return std::nullopt;
+        const Op f = Op::forward(p[i].direction, p[i].stage, p[i].microbatch);
+        const Op b = Op::backward(p[i].backward_direction, p[i].backward_stage,
+                                  p[i].backward_microbatch, p[i].defer_weight_grad);
+        q[i] = kind == 2 ? f : b;
+        q.insert(q.begin() + i + 1, kind == 2 ? b : f);
+        return q;
+      }
+      default: {
+        if (i + 1 >= n || p[i].kind != OpKind::kForward || p[i + 1].kind != OpKind::kBackward ||
+            (p[i].direction == p[i + 1].direction && p[i].stage == p[i + 1].stage)) {
+          return std::nullopt;
+        }
+        Op fb = Op::forward_backward(p[i].direction, p[i].stage, p[i].microbatch,
+                                     p[i + 1].direction, p[i + 1].stage, p[i + 1].microbatch);
+        fb.defer_weight_grad = p[i + 1].defer_weight_grad;
+        q[i] = fb;
+        q.erase(q.begin() + i + 1);
+        return q;
       }
     }
   }
-  return all;
-}
+
+  // First-improvement local search from the best candidate: single moves on one rank's program,
+  // kept when the schedule stays valid, within the limit and strictly faster, within a budget of
+  // simulated ops (kMoveBudgetOps) and moves.
+  void improve_with_moves() {
+    if (!fits(best_.peak)) return;
+    long long ops = 0;
+    for (const schedule::Program& p : best_.compute.programs) ops += 3 * p.size();
+    int budget =
+        static_cast<int>(std::min<long long>(kMostMoves, kMoveBudgetOps / std::max(1LL, ops)));
+    int taken = 0;
+    const int ranks = best_.compute.num_ranks();
+    bool improved = true;
+    while (improved && budget > 0) {
+      improved = false;
+      for (int r = 0; r < ranks && !improved && budget > 0; ++r) {
+        const int n = static_cast<int>(best_.compute.programs[r].size());
+        for (int i = 0; i < n && !improved && budget > 0; ++i) {
+          for (int kind = 0; kind < 5 && !improved && budget > 0; ++kind) {
+            std::optional<schedule::Program> q = moved(best_.compute.programs[r], i, kind);
+            if (!q) continue;
+            --budget;
+            schedule::Schedule trial = best_.compute;
+            trial.programs[r] = std::move(*q);
+            const auto timed = time(trial);
+            if (!timed || !fits(timed->second) || timed->first >= best_.makespan) continue;
+            best_.compute = std::move(trial);
+            best_.makespan = timed->first;
+            best_.peak = timed->second;
+            improved = true;
+            ++taken;
+          }
+        }
+      }
+    }
+    if (taken > 0) best_.how += ", then " + std::to_string(taken) + " improving move(s)";
+  }
+
+  const SearchOptions& options_;
+  const schedule::Placement placement_;
+  Candidate best_;
+};
 
 }  // namespace
 
+bool is_searched_schedule(const std::string& name) {
+  for (const char* searched : kSearchedScheduleNames) {
+    if (name == searched) return true;
+  }
+  return false;
+}
+
 SearchResult search_schedule(const SearchOptions& options) {
+  DUALPIPE_CHECK(is_searched_schedule(options.layout), "search layout must be search, search-v or ",
+                 "search-dual, got \"", options.layout, "\"");
   schedule::check_size_limits(options.num_ranks, options.num_microbatches);
   DUALPIPE_CHECK(options.num_microbatches >= 1, "search needs num_microbatches >= 1, got ",
                  options.num_microbatches);
   DUALPIPE_CHECK(options.max_activations >= 0,
                  "search needs max_activations >= 0 (0: no limit), got ", options.max_activations);
+  const schedule::ScheduleFacts facts = schedule::schedule_facts(options.layout);
+  DUALPIPE_CHECK(facts.accepts(options.num_ranks, options.num_microbatches), "search layout ",
+                 options.layout, " accepts ", facts.accepted_sizes(options.num_ranks), ", got ",
+                 "num_ranks=", options.num_ranks, ", num_microbatches=", options.num_microbatches);
   options.costs.check();
-  SearchResult best;
-  best.makespan = kUnknown;
-  for (const Policy& policy : policies(options)) {
-    schedule::Schedule s;
-    s.name = kSearchedScheduleName;
-    s.num_microbatches = options.num_microbatches;
-    s.placement = schedule::Placement::round_robin(options.num_ranks, options.num_ranks);
-    s.programs = GreedyWalk(options, policy).run();
-    schedule::insert_communication(s);
-    const double makespan = simulate(s, options.costs).makespan;
-    ++best.policies_tried;
-    if (makespan < best.makespan) {
-      best.makespan = makespan;
-      best.schedule = std::move(s);
-      best.policy = policy.describe();
-    }
-  }
-  schedule::validate(best.schedule);
-  return best;
+  return Search(options).run();
 }
 
 }  // namespace dualpipe::sim

@@ -158,18 +158,35 @@ PlanCandidate candidate_of(const PlanRequest& r, const Size& size, const std::st
   return c;
 }
 
-// The most micro-batches in flight a one-stage-per-rank schedule of `size` may hold under the
-// limits (0: no limit); at least 1, so the search always yields the least-memory schedule.
-int search_cap(const PlanRequest& r, const Size& size) {
-  const double unit = stage_share(r, size.num_ranks) * batch_factor(r, size.micro_batch_size);
+// The most stage micro-batches in flight per rank a searched `placement` of `size` may hold
+// under the limits (0: no limit); at least 1, so the search always yields its least-memory
+// schedule.
+int search_cap(const PlanRequest& r, const Size& size, const schedule::Placement& placement) {
+  const double share = stage_share(r, placement.num_stages());
+  const double unit = share * batch_factor(r, size.micro_batch_size);
   double cap = std::numeric_limits<double>::infinity();
   if (r.max_activations > 0) cap = std::min(cap, std::floor(r.max_activations / unit + 1e-9));
   if (r.memory_bytes > 0 && r.activation_bytes > 0) {
-    const double params = stage_share(r, size.num_ranks) * r.param_bytes;
+    int slots = 0;
+    for (int rank = 0; rank < placement.num_ranks(); ++rank) {
+      slots = std::max(slots, placement.num_slots(rank));
+    }
+    const double params = slots * share * r.param_bytes;
     cap = std::min(cap, std::floor((r.memory_bytes - params) / (unit * r.activation_bytes) + 1e-9));
   }
   if (std::isinf(cap)) return 0;
-  return static_cast<int>(std::clamp(cap, 1.0, static_cast<double>(size.num_microbatches)));
+  return static_cast<int>(std::clamp(cap, 1.0, 2.0 * size.num_microbatches));
+}
+
+// The searched placements the request asks for: those its schedule list names, else all of
+// them when it searches.
+std::vector<std::string> searched_layouts(const PlanRequest& r) {
+  std::vector<std::string> named;
+  for (const std::string& name : r.schedules) {
+    if (is_searched_schedule(name)) named.push_back(name);
+  }
+  if (!named.empty() || !r.search) return named;
+  return {std::begin(kSearchedScheduleNames), std::end(kSearchedScheduleNames)};
 }
 
 // Why a fitting loser lost to `winner`: the larger of its bubble and compute differences.
@@ -249,6 +266,9 @@ Plan plan(const PlanRequest& request) {
   std::vector<Built> built;
   for (const Size& size : sizes_of(request)) {
     for (const std::string& name : names) {
+      // NOTE: the searched placements are searched on the request's costs below; their
+      // registry builds (default costs) would only repeat them.
+      if (is_searched_schedule(name)) continue;
       if (!schedule::schedule_facts(name).accepts(size.num_ranks, size.num_microbatches)) continue;
       schedule::Schedule s = schedule::build_schedule(name, size.num_ranks, size.num_microbatches);
       schedule::validate(s);
@@ -257,15 +277,20 @@ Plan plan(const PlanRequest& request) {
       PlanCandidate c = candidate_of(request, size, name, s, result);
       built.push_back({std::move(c), std::move(s), std::move(costs), std::move(result)});
     }
-    if (request.search) {
+    for (const std::string& layout : searched_layouts(request)) {
+      if (!schedule::schedule_facts(layout).accepts(size.num_ranks, size.num_microbatches)) {
+        continue;
+      }
+      const schedule::Placement placement = schedule::schedule_placement(layout, size.num_ranks);
       SearchOptions options;
+      options.layout = layout;
       options.num_ranks = size.num_ranks;
       options.num_microbatches = size.num_microbatches;
-      options.costs = scaled_costs(request, size.micro_batch_size, size.num_ranks);
-      options.max_activations = search_cap(request, size);
+      options.costs = scaled_costs(request, size.micro_batch_size, placement.num_stages());
+      options.max_activations = search_cap(request, size, placement);
       SearchResult found = search_schedule(options);
       SimResult result = simulate(found.schedule, options.costs);
-      PlanCandidate c = candidate_of(request, size, kSearchedScheduleName, found.schedule, result);
+      PlanCandidate c = candidate_of(request, size, layout, found.schedule, result);
       c.note = found.policy + " (" + std::to_string(found.policies_tried) + " policies tried)";
       built.push_back({std::move(c), std::move(found.schedule), options.costs, std::move(result)});
     }

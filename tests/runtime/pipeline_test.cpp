@@ -64,7 +64,7 @@ TEST_P(PipelineEquivalenceTest, MatchesSingleProcessReference) {
       schedule::build_schedule(c.schedule, c.ranks, c.microbatches, {c.stages_per_rank});
   const sim::SimResult simulated = sim::simulate(sched, sim::CostModel{});
   const int num_stages = sched.num_stages();
-  const bool dualpipe = c.schedule == "dualpipe";
+  const bool dualpipe = sched.num_directions() == 2;  // DualPipe and search-dual
 
   torch::manual_seed(7);
   const at::Tensor x = torch::randn({c.microbatches * kMicrobatchSize, kSeq, testing::kHidden});

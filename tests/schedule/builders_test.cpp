@@ -169,13 +169,15 @@ INSTANTIATE_TEST_SUITE_P(
                     Size{"1f1b", 0, 4}, Size{"1f1b", 4, 0}, Size{"zb1p", 2, -1},
                     Size{"gpipe", -1, 3}, Size{"interleaved-1f1b", 4, 9},
                     Size{"interleaved-1f1b", 3, 7}, Size{"interleaved-1f1b", 0, 4},
-                    Size{"zbv", 0, 4}, Size{"v-half", 3, 0}, Size{"v-min", -2, 4}),
+                    Size{"zbv", 0, 4}, Size{"v-half", 3, 0}, Size{"v-min", -2, 4},
+                    Size{"search", 0, 4}, Size{"search-v", 2, 0}, Size{"search-dual", 3, 6}),
     size_name);
 
 TEST(RegistryTest, NamesAndUnknownName) {
   EXPECT_EQ(schedule_names(),
             (std::vector<std::string>{"dualpipe", "dualpipev", "1f1b", "zb1p", "gpipe",
-                                      "interleaved-1f1b", "zbv", "v-half", "v-min"}));
+                                      "interleaved-1f1b", "zbv", "v-half", "v-min", "search",
+                                      "search-v", "search-dual"}));
   try {
     build_schedule("pipedream", 2, 4);
     FAIL();

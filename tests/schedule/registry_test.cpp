@@ -30,10 +30,10 @@ TEST(ScheduleRegistryTest, PlacementEqualsTheBuildersPlacement) {
       ++checked;
     }
   }
-  // 1f1b, zb1p, gpipe, interleaved-1f1b (every count is a multiple of the ranks), zbv, v-half
-  // and v-min take all 9 sizes; dualpipe the 5 with even ranks (all have num_microbatches >=
-  // 2 * num_ranks); dualpipev all but {1, 1}.
-  EXPECT_EQ(checked, 7 * 9 + 5 + 8);
+  // 1f1b, zb1p, gpipe, interleaved-1f1b (every count is a multiple of the ranks), zbv, v-half,
+  // v-min, search and search-v take all 9 sizes; dualpipe and search-dual the 5 with even ranks
+  // (all have num_microbatches >= 2 * num_ranks); dualpipev all but {1, 1}.
+  EXPECT_EQ(checked, 9 * 9 + 2 * 5 + 8);
   for (int v : {1, 3}) {
     EXPECT_EQ(schedule_placement("interleaved-1f1b", 3, {v}),
               build_schedule("interleaved-1f1b", 3, 6, {v}).placement)

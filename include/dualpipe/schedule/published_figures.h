@@ -49,5 +49,12 @@ PublishedFigures interleaved_1f1b_figures(int num_ranks, int num_microbatches, i
 PublishedFigures zbv_figures(int num_ranks, int num_microbatches, const PublishedCosts& c);
 PublishedFigures v_half_figures(int num_ranks, int num_microbatches, const PublishedCosts& c);
 PublishedFigures v_min_figures(int num_ranks, int num_microbatches, const PublishedCosts& c);
+// The searched schedules (list_schedule.h) have no paper and no closed-form bubble; their
+// activations are the bound the registry's builders keep: PP for "search", 2PP for "search-v"
+// (half stages, as ZB-V), PP+1 for "search-dual" (as DualPipe), with their placements'
+// parameters.
+PublishedFigures search_figures(int num_ranks, int num_microbatches, const PublishedCosts& c);
+PublishedFigures search_v_figures(int num_ranks, int num_microbatches, const PublishedCosts& c);
+PublishedFigures search_dual_figures(int num_ranks, int num_microbatches, const PublishedCosts& c);
 
 }  // namespace dualpipe::schedule

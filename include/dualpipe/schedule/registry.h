@@ -24,7 +24,8 @@ inline constexpr int kMaxStagesPerRank = 64;
 void check_size_limits(int num_ranks, int num_microbatches);
 
 // The names build_schedule() accepts: "dualpipe", "dualpipev", "1f1b", "zb1p", "gpipe",
-// "interleaved-1f1b", "zbv", "v-half", "v-min".
+// "interleaved-1f1b", "zbv", "v-half", "v-min", and the searched "search", "search-v",
+// "search-dual" (list_schedule.h).
 std::vector<std::string> schedule_names();
 
 // What a schedule is built with beyond its sizes.

@@ -17,4 +17,13 @@ namespace dualpipe::schedule {
 // with "schedule file '<path>': ". Blocks on the read.
 Schedule read_schedule_file(const std::string& path, const std::string& name = "");
 
+// The form a schedule is saved in, by the path's extension: PyTorch's CSV (compute actions, as
+// its _load_csv reads by default) for ".csv", the text form for ".txt", else JSON (to_json,
+// with the placement). read_schedule_file() reads each back. Pure.
+std::string schedule_file_text(const Schedule& schedule, const std::string& path);
+
+// Writes schedule_file_text() to `path`. Throws std::runtime_error naming the path when it
+// cannot be written. Blocks on the write.
+void write_schedule_file(const std::string& path, const Schedule& schedule);
+
 }  // namespace dualpipe::schedule

@@ -1,18 +1,12 @@
 #pragma once
 // A schedule searched for the given costs and activation limit, beyond the fixed families: greedy
-// list scheduling on one stage per rank with the input/weight gradient split (as the zero-bubble
-// authors' auto-scheduler does for ZB), tried under several policies and kept when the simulator
-// says it is fastest.
-//
-// Each policy walks the ranks in time order (always the rank that can act earliest): a rank runs
-// the next backward when its gradient has arrived, the next forward while fewer than `cap`
-// micro-batches are in flight (forward done, backward not), and pending weight gradients (W)
-// in the gaps; the remaining W ops run at the end. Policies: every cap from 1 to the limit (at
-// most 2 * num_ranks, plus all micro-batches), uniform or staggered like 1F1B's warm-up, forward
-// or backward first when both are ready, W with lookahead (never delaying an input known to
-// arrive), into every gap, or at the end, or full backwards. The result is an ordinary Schedule
-// (communication inserted, validated) that the simulator, the pictures and the executor run
-// like a built one.
+// list scheduling (schedule/list_schedule.h) on one of the searched placements, tried under every
+// policy (caps, staggering, forward or backward first, F&B pairs, W rules) and kept when the
+// simulator says it is fastest within the limit; for small sizes on one stage per rank, an exact
+// branch-and-bound search over the same moves proves or improves it (exact_search.h). The result
+// is an ordinary Schedule (communication inserted, validated), named by its placement ("search",
+// "search-v", "search-dual", all registered), that `dualpipe plan --save` writes and the
+// simulator, the pictures and the executor run like a built one.
 
 #include <string>
 
@@ -21,29 +15,36 @@
 
 namespace dualpipe::sim {
 
-// The name searched schedules carry. Not a registered schedule: a searched schedule is built
-// for one cost model; save it as CSV to load it under a registered family's name.
-inline constexpr const char* kSearchedScheduleName = "search";
+// The registered names of the searched placements, in the order the planner tries them.
+inline constexpr const char* kSearchedScheduleNames[] = {"search", "search-v", "search-dual"};
+
+// Whether `name` is one of kSearchedScheduleNames.
+bool is_searched_schedule(const std::string& name);
 
 struct SearchOptions {
   int num_ranks = 1;
   int num_microbatches = 1;
   CostModel costs;
-  // Most micro-batches in flight per rank (the simulator's peak_activations, stage x micro-batch
-  // units); 0 means no limit (then caps up to num_microbatches are tried).
+  // Most stage micro-batches in flight per rank (the simulator's peak_activations in this
+  // placement's stage units); 0 means no limit.
   int max_activations = 0;
+  std::string layout = "search";  // one of kSearchedScheduleNames
 };
 
 struct SearchResult {
-  schedule::Schedule schedule;  // validated
+  schedule::Schedule schedule;  // validated, named options.layout
   double makespan = 0.0;        // simulated under options.costs
+  int peak_activations = 0;     // simulated
   int policies_tried = 0;
   std::string policy;  // the winning policy, e.g. "cap=4, backward first, W deferred"
 };
 
-// The fastest schedule the policies find. Throws std::invalid_argument naming the values when
-// the sizes are out of range (check_size_limits) or max_activations is negative; costs are
-// check()ed. Pure; O(policies x ranks x micro-batches x ranks) time.
+// The fastest schedule the policies find within max_activations (ties: the smaller peak).
+// Throws std::invalid_argument naming the values when the sizes are out of range
+// (check_size_limits) or not accepted by the layout's facts, max_activations is negative or
+// the layout unknown; costs are check()ed. When no policy keeps within the limit it returns
+// the one with the smallest peak (the caller sees it does not fit). Pure; O(policies x ops x
+// stage instances per rank) time.
 SearchResult search_schedule(const SearchOptions& options);
 
 }  // namespace dualpipe::sim

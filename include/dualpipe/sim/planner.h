@@ -47,7 +47,7 @@ struct PlanRequest {
 };
 
 struct PlanCandidate {
-  std::string schedule;  // a registered name, or kSearchedScheduleName
+  std::string schedule;  // a registered name (the searched ones: kSearchedScheduleNames)
   int num_ranks = 0;
   int num_microbatches = 0;
   int micro_batch_size = 0;
