@@ -11,6 +11,7 @@
 #include "dualpipe/schedule/list_schedule.h"
 #include "dualpipe/schedule/registry.h"
 #include "dualpipe/schedule/validator.h"
+#include "dualpipe/sim/exact_search.h"
 #include "dualpipe/sim/simulator.h"
 
 namespace dualpipe::sim {
@@ -50,6 +51,7 @@ class Search {
     walk_policies(result);
     seed_with_families();
     improve_with_moves();
+    search_exactly();
     schedule::Schedule s = best_.compute;
     schedule::insert_communication(s);
     schedule::validate(s);
@@ -205,6 +207,34 @@ class Search {
       }
     }
     if (taken > 0) best_.how += ", then " + std::to_string(taken) + " improving move(s)";
+  }
+
+  // On one stage per rank at small sizes, the exact search (exact_search.h) either finds a
+  // faster schedule or proves there is none.
+  void search_exactly() {
+    if (options_.layout != "search" ||
+        options_.num_ranks * options_.num_microbatches > kExactSearchMostRankMicrobatches) {
+      return;
+    }
+    ExactSearchOptions exact;
+    exact.num_ranks = options_.num_ranks;
+    exact.num_microbatches = options_.num_microbatches;
+    exact.costs = options_.costs;
+    exact.max_activations = options_.max_activations;
+    exact.faster_than = fits(best_.peak) ? best_.makespan : 0.0;
+    ExactSearchResult found = exact_search(exact);
+    const std::string nodes = std::to_string(found.nodes) + " nodes";
+    if (found.schedule) {
+      const SimResult timed = simulate(*found.schedule, options_.costs);
+      best_ = {compute_only(std::move(*found.schedule)), timed.makespan,
+               timed.max_peak_activations(),
+               std::string("exact search") + (found.complete ? ", optimal" : ", best found") +
+                   " (" + nodes + ")"};
+    } else if (found.complete) {
+      best_.how += "; optimal: the exact search finds nothing faster (" + nodes + ")";
+    } else {
+      best_.how += "; the exact search found nothing faster within " + nodes + " (not exhaustive)";
+    }
   }
 
   const SearchOptions& options_;
