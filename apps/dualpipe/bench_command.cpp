@@ -19,6 +19,7 @@
 #include "dualpipe/runtime/process_group.h"
 #include "dualpipe/runtime/weight_grad_store.h"
 #include "dualpipe/schedule/registry.h"
+#include "dualpipe/schedule/schedule_file.h"
 #include "dualpipe/sim/simulator.h"
 
 extern "C" void openblas_set_num_threads(int) __attribute__((weak));
@@ -40,6 +41,7 @@ struct BenchOptions {
   int warmup = 2;
   std::string emulate;
   std::string trace;
+  std::string schedule_file;  // runs this file's schedule (e.g. `dualpipe plan --save`) instead
 };
 
 // Linear(h, 4h)-GELU-Linear(4h, h) without biases (the reference example's model) with
@@ -106,9 +108,18 @@ struct RunResult {
   schedule::Schedule schedule;
 };
 
+// The schedule a run times: the file's for the schedule asked for when --schedule-file is given
+// (its name and sizes are then the file's), else the registry's build.
+schedule::Schedule schedule_to_run(const BenchOptions& o, const std::string& schedule_name) {
+  if (!o.schedule_file.empty() && schedule_name == o.schedule) {
+    return schedule::read_schedule_file(o.schedule_file);
+  }
+  return schedule::build_schedule(schedule_name, o.ranks, o.microbatches);
+}
+
 RunResult run_bench(const BenchOptions& o, const std::string& schedule_name,
                     const sim::CostModel* emulate) {
-  const auto sched = schedule::build_schedule(schedule_name, o.ranks, o.microbatches);
+  const schedule::Schedule sched = schedule_to_run(o, schedule_name);
   const int per_direction = sched.microbatches_per_direction();
   const int total_steps = o.warmup + o.steps;
   std::vector<std::vector<double>> times(total_steps, std::vector<double>(o.ranks, 0.0));
@@ -130,7 +141,7 @@ RunResult run_bench(const BenchOptions& o, const std::string& schedule_name,
         }
         runtime::PipelineOptions options;
         options.trace = !o.trace.empty();
-        runtime::Pipeline pipeline(schedule_name, modules, comm, options);
+        runtime::Pipeline pipeline(sched, modules, comm, options);
         const int directions_here_in =
             static_cast<int>(sched.placement.directions_starting_on(rank).size());
         const int directions_here_out =
@@ -218,7 +229,13 @@ double reference_step_s(const BenchOptions& o) {
   return 0;
 }
 
-int run_runtime_bench(const BenchOptions& o) {
+int run_runtime_bench(BenchOptions o) {
+  if (!o.schedule_file.empty()) {
+    const schedule::Schedule loaded = schedule::read_schedule_file(o.schedule_file);
+    o.schedule = loaded.name;
+    o.ranks = loaded.num_ranks();
+    o.microbatches = loaded.num_microbatches;
+  }
   at::set_num_threads(1);
   if (openblas_set_num_threads != nullptr) openblas_set_num_threads(1);
   if (o.steps < 1 || o.warmup < 0) {
@@ -287,7 +304,7 @@ Command add_bench_command(CLI::App& app) {
   CLI::App* rt =
       bench->add_subcommand("runtime", "Step time of a schedule on local ranks (one JSON line)");
   auto options = std::make_shared<BenchOptions>();
-  rt->add_option("--schedule", options->schedule, "dualpipe, dualpipev, 1f1b, zb1p, gpipe");
+  rt->add_option("--schedule", options->schedule, "a registered schedule (dualpipe sim --list)");
   rt->add_option("--ranks", options->ranks, "pipeline ranks");
   rt->add_option("--microbatches", options->microbatches, "micro-batches per step (total)");
   rt->add_option("--mbs", options->mbs, "micro-batch size");
@@ -298,6 +315,9 @@ Command add_bench_command(CLI::App& app) {
   rt->add_option("--emulate", options->emulate,
                  "replace compute by sleeps: F=..,B=..,W=..[,FB=..] in milliseconds");
   rt->add_option("--trace", options->trace, "write a Chrome trace of the last step here");
+  rt->add_option("--schedule-file", options->schedule_file,
+                 "run this schedule file (e.g. from `dualpipe plan --save`; JSON, text or PyTorch "
+                 "CSV) instead of --schedule; its sizes replace --ranks and --microbatches");
   return {bench, [options] { return run_runtime_bench(*options); }};
 }
 

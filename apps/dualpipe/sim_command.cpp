@@ -71,6 +71,7 @@ nlohmann::json result_json(const schedule::Schedule& s, const sim::SimResult& re
   nlohmann::json json;
   json["schedule"] = s.name;
   json["ranks"] = s.num_ranks();
+  json["stages"] = s.num_stages();  // per direction (a V: 2 x ranks)
   json["microbatches"] = s.num_microbatches;
   json["costs"] = sim::to_string(costs);
   json["makespan"] = result.makespan;

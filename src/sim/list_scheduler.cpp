@@ -114,96 +114,86 @@ class Search {
     }
   }
 
-  // The step time and peak of `compute` with communication, or nothing when it is not a valid
-  // schedule (the validator or the simulator refuse it).
-  std::optional<std::pair<double, int>> time(const schedule::Schedule& compute) const {
+  // `compute` with communication, simulated; nothing when it is not a valid schedule (the
+  // validator or the simulator refuse it).
+  std::optional<std::pair<schedule::Schedule, SimResult>> time(
+      const schedule::Schedule& compute) const {
     schedule::Schedule s = compute;
     try {
       schedule::insert_communication(s);
       schedule::validate(s);
-      const SimResult timed = simulate(s, options_.costs);
-      return std::make_pair(timed.makespan, timed.max_peak_activations());
+      SimResult timed = simulate(s, options_.costs);
+      return std::make_pair(std::move(s), std::move(timed));
     } catch (const std::exception&) {
       return std::nullopt;
     }
   }
 
-  // The programs after one move on `rank` at `i`: kind 0 swaps ops i and i+1, 1 moves op i
-  // two places later, 2 splits an F&B pair (forward first), 3 splits it backward first, 4 pairs
-  // a forward with the backward after it. Nothing when the move does not apply there.
-  static std::optional<schedule::Program> moved(const schedule::Program& p, int i, int kind) {
-    using schedule::Op;
-    using schedule::OpKind;
-    const int n = static_cast<int>(p.size());
-    schedule::Program q = p;
-    switch (kind) {
-      case 0:
-        if (i + 1 >= n || (p[i].kind == OpKind::kWeight && p[i + 1].kind == OpKind::kWeight)) {
-          return std::nullopt;
+  // Where a rank idles before a compute op: the rank, the op's index in the compute program and
+  // how long.
+  struct Gap {
+    int rank = 0;
+    int index = 0;
+    double length = 0.0;
+  };
+
+  // The idle gaps of `timed` (a schedule with communication), longest first.
+  static std::vector<Gap> gaps_of(const schedule::Schedule& s, const SimResult& timed) {
+    std::vector<Gap> gaps;
+    for (int r = 0; r < s.num_ranks(); ++r) {
+      double free_at = 0.0;
+      for (std::size_t k = 0; k < timed.ranks[r].timeline.size(); ++k) {
+        const TimedOp& op = timed.ranks[r].timeline[k];
+        if (op.start > free_at + 1e-9) {
+          gaps.push_back({r, static_cast<int>(k), op.start - free_at});
         }
-        std::swap(q[i], q[i + 1]);
-        return q;
-      case 1:
-        if (i + 2 >= n) return std::nullopt;
-        std::rotate(q.begin() + i, q.begin() + i + 1, q.begin() + i + 3);
-        return q;
-      case 2:
-      case 3: {
-        if (p[i].kind != OpKind::kForwardBackward) return std::nullopt;
-        const Op f = Op::forward(p[i].direction, p[i].stage, p[i].microbatch);
-        const Op b = Op::backward(p[i].backward_direction, p[i].backward_stage,
-                                  p[i].backward_microbatch, p[i].defer_weight_grad);
-        q[i] = kind == 2 ? f : b;
-        q.insert(q.begin() + i + 1, kind == 2 ? b : f);
-        return q;
-      }
-      default: {
-        if (i + 1 >= n || p[i].kind != OpKind::kForward || p[i + 1].kind != OpKind::kBackward ||
-            (p[i].direction == p[i + 1].direction && p[i].stage == p[i + 1].stage)) {
-          return std::nullopt;
-        }
-        Op fb = Op::forward_backward(p[i].direction, p[i].stage, p[i].microbatch,
-                                     p[i + 1].direction, p[i + 1].stage, p[i + 1].microbatch);
-        fb.defer_weight_grad = p[i + 1].defer_weight_grad;
-        q[i] = fb;
-        q.erase(q.begin() + i + 1);
-        return q;
+        free_at = op.end;
       }
     }
+    std::stable_sort(gaps.begin(), gaps.end(),
+                     [](const Gap& a, const Gap& b) { return a.length > b.length; });
+    return gaps;
   }
 
-  // First-improvement local search from the best candidate: single moves on one rank's program,
-  // kept when the schedule stays valid, within the limit and strictly faster, within a budget of
-  // simulated ops (kMoveBudgetOps) and moves.
+  // First-improvement local search from the best candidate: into each idle gap of the
+  // simulated timeline (longest first), one of the next kLookahead ops of that rank is moved
+  // (a W, a forward or a backward that could run earlier); a move is kept when the schedule
+  // stays valid, within the limit and strictly faster. Budget: kMoveBudgetOps simulated ops.
   void improve_with_moves() {
+    constexpr int kLookahead = 6;
     if (!fits(best_.peak)) return;
+    auto timed = time(best_.compute);
+    if (!timed) return;
     long long ops = 0;
-    for (const schedule::Program& p : best_.compute.programs) ops += 3 * p.size();
+    for (const schedule::Program& p : timed->first.programs) ops += p.size();
     int budget =
         static_cast<int>(std::min<long long>(kMostMoves, kMoveBudgetOps / std::max(1LL, ops)));
     int taken = 0;
-    const int ranks = best_.compute.num_ranks();
     bool improved = true;
     while (improved && budget > 0) {
       improved = false;
-      for (int r = 0; r < ranks && !improved && budget > 0; ++r) {
-        const int n = static_cast<int>(best_.compute.programs[r].size());
-        for (int i = 0; i < n && !improved && budget > 0; ++i) {
-          for (int kind = 0; kind < 5 && !improved && budget > 0; ++kind) {
-            std::optional<schedule::Program> q = moved(best_.compute.programs[r], i, kind);
-            if (!q) continue;
-            --budget;
-            schedule::Schedule trial = best_.compute;
-            trial.programs[r] = std::move(*q);
-            const auto timed = time(trial);
-            if (!timed || !fits(timed->second) || timed->first >= best_.makespan) continue;
-            best_.compute = std::move(trial);
-            best_.makespan = timed->first;
-            best_.peak = timed->second;
-            improved = true;
-            ++taken;
-          }
+      for (const Gap& gap : gaps_of(timed->first, timed->second)) {
+        const schedule::Program& program = best_.compute.programs[gap.rank];
+        const int n = static_cast<int>(program.size());
+        for (int j = gap.index + 1; j < std::min(n, gap.index + 1 + kLookahead); ++j) {
+          if (budget-- <= 0) break;
+          schedule::Schedule trial = best_.compute;
+          schedule::Program& q = trial.programs[gap.rank];
+          std::rotate(q.begin() + gap.index, q.begin() + j, q.begin() + j + 1);
+          auto result = time(trial);
+          if (!result) continue;
+          const double makespan = result->second.makespan;
+          const int peak = result->second.max_peak_activations();
+          if (!fits(peak) || makespan >= best_.makespan - 1e-9) continue;
+          best_.compute = std::move(trial);
+          best_.makespan = makespan;
+          best_.peak = peak;
+          timed = std::move(result);
+          improved = true;
+          ++taken;
+          break;
         }
+        if (improved || budget <= 0) break;
       }
     }
     if (taken > 0) best_.how += ", then " + std::to_string(taken) + " improving move(s)";

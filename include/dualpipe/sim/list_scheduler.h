@@ -1,12 +1,18 @@
 #pragma once
-// A schedule searched for the given costs and activation limit, beyond the fixed families: greedy
-// list scheduling (schedule/list_schedule.h) on one of the searched placements, tried under every
-// policy (caps, staggering, forward or backward first, F&B pairs, W rules) and kept when the
-// simulator says it is fastest within the limit; for small sizes on one stage per rank, an exact
-// branch-and-bound search over the same moves proves or improves it (exact_search.h). The result
-// is an ordinary Schedule (communication inserted, validated), named by its placement ("search",
-// "search-v", "search-dual", all registered), that `dualpipe plan --save` writes and the
-// simulator, the pictures and the executor run like a built one.
+// A schedule searched for the given costs and activation limit, beyond the fixed families, on one
+// of the searched placements (one stage per rank, a V, DualPipe's two directions):
+//   1. greedy list scheduling (schedule/list_schedule.h) under every policy (caps, staggering,
+//      forward or backward first, F&B pairs, W rules), timed by the walk itself;
+//   2. the fixed families on the same placement as further candidates, so the search is never
+//      behind them;
+//   3. local moves from the best so far: an op moved into an idle gap of the simulated timeline,
+//      kept when the schedule stays valid, within the limit and faster (a bounded budget);
+//   4. on one stage per rank at small sizes, an exact branch-and-bound search (exact_search.h)
+//      that finds a faster schedule or proves there is none.
+// The fastest candidate within the limit is the result: an ordinary Schedule (communication
+// inserted, validated) named by its placement ("search", "search-v", "search-dual", all
+// registered), which `dualpipe plan --save` writes and the simulator, the pictures and the
+// executor run like a built one.
 
 #include <string>
 
@@ -36,15 +42,17 @@ struct SearchResult {
   double makespan = 0.0;        // simulated under options.costs
   int peak_activations = 0;     // simulated
   int policies_tried = 0;
-  std::string policy;  // the winning policy, e.g. "cap=4, backward first, W deferred"
+  // How the result was found, e.g. "cap=4, backward first, W deferred with lookahead", "v-min's
+  // order, then 2 improving move(s)", "exact search, optimal (935 nodes)".
+  std::string policy;
 };
 
-// The fastest schedule the policies find within max_activations (ties: the smaller peak).
+// The fastest schedule the steps above find within max_activations (ties: the smaller peak).
 // Throws std::invalid_argument naming the values when the sizes are out of range
 // (check_size_limits) or not accepted by the layout's facts, max_activations is negative or
 // the layout unknown; costs are check()ed. When no policy keeps within the limit it returns
 // the one with the smallest peak (the caller sees it does not fit). Pure; O(policies x ops x
-// stage instances per rank) time.
+// ranks) time plus the bounded moves and exact search.
 SearchResult search_schedule(const SearchOptions& options);
 
 }  // namespace dualpipe::sim
