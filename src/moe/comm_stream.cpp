@@ -61,12 +61,8 @@ PendingAllToAll CommStream::all_to_all(const at::Tensor& input,
 at::Tensor PendingAllToAll::wait() {
   if (!stream_) throw std::logic_error("PendingAllToAll::wait on an empty handle");
   if (work_) {
-    try {
-      work_->wait();
-    } catch (const std::exception& e) {
-      throw std::runtime_error("rank " + std::to_string(stream_->rank()) + ": all-to-all '" +
-                               name_ + "' failed: " + e.what());
-    }
+    runtime::wait_collective(work_, *stream_->comm_, stream_->options_.members,
+                             "all-to-all '" + name_ + "'");
   }
   std::int64_t end_us = runtime::Trace::now_us();
   if (done_us_ && *done_us_ != 0) end_us = *done_us_;
@@ -89,12 +85,8 @@ std::vector<int64_t> CommStream::exchange_counts(const std::vector<int64_t>& sen
   at::Tensor send = at::tensor(send_counts, at::kLong);
   at::Tensor recv = at::empty_like(send);
   std::vector<int64_t> equal_splits;  // empty: equal splits
-  try {
-    comm_->alltoall_base(recv, send, equal_splits, equal_splits)->wait();
-  } catch (const std::exception& e) {
-    throw std::runtime_error("rank " + std::to_string(rank()) +
-                             ": token-count exchange failed: " + e.what());
-  }
+  runtime::wait_collective(comm_->alltoall_base(recv, send, equal_splits, equal_splits), *comm_,
+                           options_.members, "all-to-all of the token counts");
   return std::vector<int64_t>(recv.data_ptr<int64_t>(), recv.data_ptr<int64_t>() + recv.numel());
 }
 

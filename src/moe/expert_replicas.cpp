@@ -25,14 +25,6 @@ bool has_replicated_expert(const MoELayerImpl& layer) {
   return layer.config().num_physical_experts() > layer.config().num_experts;
 }
 
-void wait_for(const runtime::WorkPtr& work, std::chrono::milliseconds timeout, const char* what) {
-  try {
-    work->wait(timeout);
-  } catch (const std::exception& e) {
-    throw std::runtime_error(std::string(what) + " over the EP group failed: " + e.what());
-  }
-}
-
 // The rows of `flat` starting at `offset`, reshaped into `like`'s shape.
 at::Tensor take(const at::Tensor& flat, int64_t& offset, const at::Tensor& like) {
   at::Tensor piece = flat.narrow(0, offset, like.numel()).view_as(like);
@@ -91,6 +83,7 @@ PackedSlots pack_slots(const std::vector<MoELayerImpl*>& layers, const std::vect
 // is null or has one rank.
 std::vector<at::Tensor> gather_over_ep_group(const at::Tensor& local, int ep_size,
                                              const runtime::CommunicatorPtr& ep_group,
+                                             const runtime::GroupMembers& ep_members,
                                              std::chrono::milliseconds timeout) {
   if (!ep_group || ep_group->getSize() <= 1) return {local};
   DUALPIPE_CHECK(ep_group->getSize() == ep_size, "move_experts: the layers have ep_size ", ep_size,
@@ -98,7 +91,8 @@ std::vector<at::Tensor> gather_over_ep_group(const at::Tensor& local, int ep_siz
   std::vector<std::vector<at::Tensor>> outputs(1);
   for (int r = 0; r < ep_size; ++r) outputs[0].push_back(at::empty_like(local));
   std::vector<at::Tensor> inputs = {local};
-  wait_for(ep_group->allgather(outputs, inputs), timeout, "moving experts");
+  runtime::wait_collective(ep_group->allgather(outputs, inputs), *ep_group, ep_members,
+                           "allgather of the moved experts over EP", timeout);
   return outputs[0];
 }
 
@@ -124,7 +118,8 @@ void unpack_into_new_placement(MoELayerImpl& layer, const std::vector<int>& new_
 
 void sum_replica_gradients(const std::vector<MoELayerImpl*>& layers,
                            const runtime::CommunicatorPtr& ep_group,
-                           std::chrono::milliseconds timeout) {
+                           std::chrono::milliseconds timeout,
+                           const runtime::GroupMembers& ep_members) {
   std::vector<MoELayerImpl*> replicated;
   for (MoELayerImpl* layer : layers) {
     if (has_replicated_expert(*layer)) replicated.push_back(layer);
@@ -162,7 +157,8 @@ void sum_replica_gradients(const std::vector<MoELayerImpl*>& layers,
   }
   if (ep_group && ep_group->getSize() > 1) {
     std::vector<at::Tensor> tensors = {rows};
-    wait_for(ep_group->allreduce(tensors), timeout, "summing expert replica gradients");
+    runtime::wait_collective(ep_group->allreduce(tensors), *ep_group, ep_members,
+                             "allreduce of the expert replicas' gradients over EP", timeout);
   }
   for (size_t i = 0; i < replicated.size(); ++i) {
     MoELayerImpl& layer = *replicated[i];
@@ -182,7 +178,8 @@ void sum_replica_gradients(const std::vector<MoELayerImpl*>& layers,
 
 int move_experts(const std::vector<MoELayerImpl*>& layers,
                  const std::vector<std::vector<int>>& new_maps, const CompanionTensors& companions,
-                 const runtime::CommunicatorPtr& ep_group, std::chrono::milliseconds timeout) {
+                 const runtime::CommunicatorPtr& ep_group, std::chrono::milliseconds timeout,
+                 const runtime::GroupMembers& ep_members) {
   DUALPIPE_CHECK(new_maps.size() == layers.size(), "move_experts got ", new_maps.size(),
                  " placements for ", layers.size(), " layers");
   std::vector<size_t> changed;
@@ -194,8 +191,8 @@ int move_experts(const std::vector<MoELayerImpl*>& layers,
 
   at::NoGradGuard no_grad;
   const PackedSlots packed = pack_slots(layers, changed, companions);
-  const std::vector<at::Tensor> gathered =
-      gather_over_ep_group(packed.local, layers[changed.front()]->ep_size(), ep_group, timeout);
+  const std::vector<at::Tensor> gathered = gather_over_ep_group(
+      packed.local, layers[changed.front()]->ep_size(), ep_group, ep_members, timeout);
   for (size_t c = 0; c < changed.size(); ++c) {
     unpack_into_new_placement(*layers[changed[c]], new_maps[changed[c]], gathered,
                               packed.layer_offset[c], packed.layer_width[c], companions);

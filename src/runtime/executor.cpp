@@ -363,7 +363,7 @@ StepOutput Executor::run(const schedule::Schedule& schedule, const StepData& dat
   state.channel = std::make_unique<P2PChannel>(comm_, rank_, comm_rank_of_, schedule.num_stages(),
                                                std::max(1, schedule.microbatches_per_direction()),
                                                options_.timeout, options_.trace ? &trace_ : nullptr,
-                                               data_device(modules_, data));
+                                               data_device(modules_, data), options_.members);
   const int per_direction = schedule.microbatches_per_direction();
   state.output.losses.assign(schedule.num_directions(), {});
   state.output.outputs.assign(schedule.num_directions(), {});

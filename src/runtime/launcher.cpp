@@ -18,11 +18,13 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <system_error>
 
 #include "dualpipe/runtime/distributed_env.h"
+#include "dualpipe/runtime/peers_waited_for.h"
 
 extern char** environ;
 
@@ -81,6 +83,7 @@ struct RankProcess {
   bool running = false;
   int status = 0;
   int stopped_by = 0;  // the signal that stopped it (SIGSTOP, ...) while it is stopped, else 0
+  bool ended_before_stop = false;  // it ended before the launcher stopped the ranks
   Stream out;
   Stream err;
 };
@@ -456,6 +459,7 @@ void reap_ended_ranks(Job& job, const LaunchOptions& options) {
     }
     rank.running = false;
     rank.status = status;
+    rank.ended_before_stop = !job.stopping;
     if (--job.num_running == 0) job.all_ended_at = Clock::now();
     if (failed(status)) newly_failed.push_back(k);
   }
@@ -534,6 +538,69 @@ void monitor(Job& job, const LaunchOptions& options, const SignalGuard& signals)
   }
 }
 
+// The index in job.ranks of global rank `rank`, or -1 when it is another node's.
+int local_index(const Job& job, int rank) {
+  for (size_t k = 0; k < job.ranks.size(); ++k) {
+    if (job.ranks[k].rank == rank) return static_cast<int>(k);
+  }
+  return -1;
+}
+
+// Whether rank `k` failed on its own: it reported a failure that is not a lost peer, or it
+// ended by a signal without a report before the launcher stopped the ranks.
+bool failed_on_its_own(const Job& job, int k) {
+  const RankProcess& rank = job.ranks[k];
+  if (const auto report = failure_report(job, k)) return !lost_a_peer(report->second);
+  return rank.ended_before_stop && failed(rank.status) && WIFSIGNALED(rank.status);
+}
+
+// Where a wait-for chain ends: the rank (or, after a collective, the ranks) that stopped
+// answering; `local` is its index in job.ranks, -1 for ranks of other nodes.
+struct ChainEnd {
+  std::vector<int> ranks;
+  int local = -1;
+};
+
+// Follows the wait-for chain from rank `k`, whose report says it lost a peer: the peers its
+// report names (peers_waited_for), then their reports, while they are this node's ranks that
+// lost a peer too. Ends at a rank of this node that failed on its own or is stopped, at the
+// ranks of another node a report names, or nowhere (nullopt: the reports name no peer). A
+// chain through a single named peer wins over the several members of a collective.
+std::optional<ChainEnd> follow_wait_for(const Job& job, int k, std::set<int>& visited) {
+  visited.insert(k);
+  const auto report = failure_report(job, k);
+  if (!report || !lost_a_peer(report->second)) return std::nullopt;
+  const std::vector<int> peers = peers_waited_for(report->second);
+  std::vector<int> remote;
+  for (int peer : peers) {
+    const int p = local_index(job, peer);
+    if (p < 0) {
+      remote.push_back(peer);
+    } else if (p != k && (failed_on_its_own(job, p) || job.ranks[p].stopped_by != 0)) {
+      return ChainEnd{{peer}, p};
+    }
+  }
+  if (peers.size() == 1 && remote.size() == 1) return ChainEnd{remote, -1};
+  std::optional<ChainEnd> several;
+  for (int peer : peers) {
+    const int p = local_index(job, peer);
+    if (p < 0 || visited.count(p) != 0) continue;
+    auto end = follow_wait_for(job, p, visited);
+    if (end && end->ranks.size() == 1) return end;
+    if (end && !several) several = end;
+  }
+  if (!remote.empty()) return ChainEnd{remote, -1};
+  return several;
+}
+
+// "rank 2", "one of ranks 0, 1".
+std::string name_ranks(const std::vector<int>& ranks) {
+  if (ranks.size() == 1) return "rank " + std::to_string(ranks[0]);
+  std::string text = "one of ranks ";
+  for (size_t i = 0; i < ranks.size(); ++i) text += (i > 0 ? ", " : "") + std::to_string(ranks[i]);
+  return text;
+}
+
 // The launch's exit status (see launch_local); names the first failed rank.
 int report_outcome(const Job& job, const LaunchOptions& options) {
   if (job.first_failed >= 0) {
@@ -548,6 +615,27 @@ int report_outcome(const Job& job, const LaunchOptions& options) {
                                        std::to_string(job.blamed_signal) + ", " +
                                        strsignal(job.blamed_signal) +
                                        "); first to fail waiting for it: " + first + "\n");
+    } else if (std::set<int> visited;
+               const auto end = follow_wait_for(job, job.first_failed, visited)) {
+      // The first rank here to fail lost a peer: blame where its wait-for chain ends.
+      const std::string them = end->ranks.size() == 1 ? "it" : "them";
+      if (end->local >= 0) {
+        const RankProcess& culprit = job.ranks[end->local];
+        const auto report = failure_report(job, end->local);
+        const std::string what =
+            culprit.stopped_by != 0
+                ? "stopped answering (stopped by signal " + std::to_string(culprit.stopped_by) +
+                      ", " + strsignal(culprit.stopped_by) + ")"
+                : describe(culprit.status) + (report ? ": " + report->second : "");
+        write_all(options.stderr_fd, "dualpipe launch: failed: rank " +
+                                         std::to_string(culprit.rank) + " " + what +
+                                         "; first to fail waiting for it: " + first + "\n");
+      } else {
+        write_all(options.stderr_fd, "dualpipe launch: failed: " + name_ranks(end->ranks) +
+                                         " (on another node) stopped answering its peers; first "
+                                         "to fail here waiting for " +
+                                         them + ": " + first + "\n");
+      }
     } else {
       write_all(options.stderr_fd, "dualpipe launch: failed: " + first + "\n");
     }

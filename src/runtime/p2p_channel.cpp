@@ -89,10 +89,11 @@ std::string to_string(const ItemKey& key) {
 
 P2PChannel::P2PChannel(CommunicatorPtr comm, int rank, std::vector<int> comm_rank_of,
                        int num_stages, int max_microbatches, std::chrono::milliseconds timeout,
-                       Trace* trace, at::Device device)
+                       Trace* trace, at::Device device, GroupMembers members)
     : comm_(std::move(comm)),
       rank_(rank),
       comm_rank_of_(std::move(comm_rank_of)),
+      members_(std::move(members)),
       num_stages_(num_stages),
       max_microbatches_(max_microbatches),
       timeout_(timeout),
@@ -172,12 +173,16 @@ int P2PChannel::tag_of(const ItemKey& key, int message) const {
 
 void P2PChannel::fail(const std::string& doing, int peer, const ItemKey& key,
                       const std::exception& e) const {
-  throw std::runtime_error("rank " + std::to_string(rank_) + " " + doing + " rank " +
-                           std::to_string(peer) + " (" + to_string(key) + ", timeout " +
-                           std::to_string(timeout_.count()) +
-                           " ms) failed; the peer stopped or is too slow, the connection is "
-                           "unusable from here on: " +
-                           e.what());
+  // The peer as the launcher knows it: its world rank, and its host when that is not this one's.
+  const PeerWaitedFor who =
+      peer_in_group(members_, comm_rank_of_.at(peer), comm_rank_of_.at(rank_), peer);
+  throw std::runtime_error(with_peers_waited_for(
+      "rank " + std::to_string(rank_) + " " + doing + " rank " + std::to_string(peer) + " (" +
+          to_string(key) + ", timeout " + std::to_string(timeout_.count()) +
+          " ms) failed; the peer stopped or is too slow, the connection is unusable from here "
+          "on: " +
+          e.what(),
+      {who}));
 }
 
 void P2PChannel::wait_work(const WorkPtr& work, const std::string& doing, int peer,

@@ -71,7 +71,7 @@ Pipeline::Pipeline(std::string schedule_name, std::vector<StagePtr> modules, Com
       num_ranks_(comm->getSize()),
       comm_rank_of_(inverse_mapping(options_.rank_mapping, comm->getSize())),
       executor_(rank_, std::move(modules), comm, comm_rank_of_,
-                ExecutorOptions{options_.timeout, options_.trace}) {
+                ExecutorOptions{options_.timeout, options_.trace, options_.members}) {
   for (std::size_t i = 0; i < modules_.size(); ++i) {
     DUALPIPE_CHECK(modules_[i] != nullptr, "pipeline rank ", rank_, ": stage module ", i,
                    " is null");
@@ -239,13 +239,10 @@ StepResult Pipeline::step(const TensorList& inputs, int num_microbatches,
 void Pipeline::average_over_replicas(std::vector<at::Tensor>& params) {
   const CommunicatorPtr& group = options_.data_parallel;
   reduce_gradients(params, [&](std::vector<at::Tensor>& buckets) {
-    try {
-      group->allreduce(buckets)->wait(options_.timeout);
-    } catch (const std::exception& e) {
-      throw std::runtime_error("pipeline rank " + std::to_string(rank_) +
-                               ": averaging gradients over " + std::to_string(group->getSize()) +
-                               " data-parallel replicas failed: " + e.what());
-    }
+    wait_collective(group->allreduce(buckets), *group, options_.data_parallel_members,
+                    "allreduce averaging the gradients of pipeline rank " + std::to_string(rank_) +
+                        " over " + std::to_string(group->getSize()) + " data-parallel replicas",
+                    options_.timeout);
     for (at::Tensor& bucket : buckets) bucket.div_(group->getSize());
   });
 }
@@ -298,9 +295,12 @@ void Pipeline::sync_mirror_gradients() {
     try {
       works[i]->wait(options_.timeout);
     } catch (const std::exception& e) {
-      throw std::runtime_error("rank " + std::to_string(rank_) +
-                               " exchanging mirror gradients with rank " +
-                               std::to_string(works_peer[i]) + " failed: " + e.what());
+      throw std::runtime_error(with_peers_waited_for(
+          "rank " + std::to_string(rank_) + " exchanging mirror gradients with rank " +
+              std::to_string(works_peer[i]) + " (timeout " +
+              std::to_string(options_.timeout.count()) + " ms) failed: " + e.what(),
+          {peer_in_group(options_.members, comm_rank_of_.at(works_peer[i]), comm_rank_of_.at(rank_),
+                         works_peer[i])}));
     }
   }
   for (Exchange& exchange : exchanges) {

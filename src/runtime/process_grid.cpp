@@ -63,8 +63,10 @@ std::vector<int> ProcessGrid::dp_ranks() const {
 }
 
 void ProcessGrid::connect(const c10::intrusive_ptr<c10d::Store>& store,
-                          const CommunicatorOptions& options, const std::string& name) {
-  auto group = [&](const std::string& key, const std::vector<int>& ranks) {
+                          const CommunicatorOptions& options, const std::string& name,
+                          const std::vector<std::string>& hosts) {
+  auto group = [&](const std::string& key, const std::vector<int>& ranks, GroupMembers& members) {
+    members = group_members(name + "/" + key, ranks, hosts);
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>(name + "/" + key, store);
     return make_communicator(prefixed, index_of(ranks, rank_), static_cast<int>(ranks.size()),
                              options);
@@ -72,14 +74,15 @@ void ProcessGrid::connect(const c10::intrusive_ptr<c10d::Store>& store,
   const std::string dp = "dp" + std::to_string(dp_rank());
   const std::string ep = "ep" + std::to_string(ep_rank());
   const std::string pp = "pp" + std::to_string(pp_rank());
-  pipeline_group_ = group("pipeline/" + dp + "." + ep, pipeline_ranks());
-  ep_group_ = group("ep/" + dp + "." + pp, ep_ranks());
-  dp_group_ = group("dp/" + ep + "." + pp, dp_ranks());
+  pipeline_group_ = group("pipeline/" + dp + "." + ep, pipeline_ranks(), pipeline_members_);
+  ep_group_ = group("ep/" + dp + "." + pp, ep_ranks(), ep_members_);
+  dp_group_ = group("dp/" + ep + "." + pp, dp_ranks(), dp_members_);
   if (mirror_rank() != rank_) {
     const int low = std::min(pp_rank(), mirror_pp_rank());
     std::vector<int> pair = {world_rank(low, ep_rank(), dp_rank()),
                              world_rank(sizes_.pp - 1 - low, ep_rank(), dp_rank())};
-    mirror_group_ = group("mirror/" + dp + "." + ep + ".pp" + std::to_string(low), pair);
+    mirror_group_ =
+        group("mirror/" + dp + "." + ep + ".pp" + std::to_string(low), pair, mirror_members_);
   }
 }
 

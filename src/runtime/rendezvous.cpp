@@ -1,5 +1,6 @@
 #include "dualpipe/runtime/rendezvous.h"
 
+#include <ATen/ATen.h>
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/socket.h>
@@ -146,7 +147,37 @@ std::string local_address_towards(const std::string& master_addr) {
   return result;
 }
 
+// Every rank's `host`, by world rank: one allgather of fixed-size byte rows over `world`.
+std::vector<std::string> exchange_hosts(const CommunicatorPtr& world, const std::string& host,
+                                        std::chrono::milliseconds timeout) {
+  const int size = world->getSize();
+  if (size == 1) return {host};
+  constexpr int64_t kRow = 256;
+  at::Tensor mine = at::zeros({kRow}, at::kByte);
+  std::copy_n(host.data(), std::min<std::size_t>(host.size(), kRow - 1), mine.data_ptr<uint8_t>());
+  std::vector<at::Tensor> input = {mine};
+  std::vector<std::vector<at::Tensor>> output(1);
+  for (int r = 0; r < size; ++r) output[0].push_back(at::empty({kRow}, at::kByte));
+  GroupMembers members;
+  members.name = "world";
+  for (int r = 0; r < size; ++r) members.ranks.push_back(r);
+  wait_collective(world->allgather(output, input), *world, members, "allgather of the ranks' hosts",
+                  timeout);
+  std::vector<std::string> hosts;
+  for (const at::Tensor& row : output[0]) {
+    hosts.emplace_back(reinterpret_cast<const char*>(row.data_ptr<uint8_t>()));
+  }
+  return hosts;
+}
+
 }  // namespace
+
+GroupMembers world_members(const DistributedContext& context) {
+  const int size = context.world ? context.world->getSize() : 1;
+  std::vector<int> ranks;
+  for (int r = 0; r < size; ++r) ranks.push_back(r);
+  return group_members("world", std::move(ranks), context.hosts);
+}
 
 DistributedContext init_distributed(const DistributedEnv& env, const CommunicatorOptions& options) {
   if (env.world_size < 1 || env.rank < 0 || env.rank >= env.world_size) {
@@ -191,6 +222,7 @@ DistributedContext init_distributed(const DistributedEnv& env, const Communicato
   }
   context.world = make_communicator(c10::make_intrusive<c10d::PrefixStore>("world", context.store),
                                     env.rank, env.world_size, context.options);
+  context.hosts = exchange_hosts(context.world, context.options.hostname, context.options.timeout);
   return context;
 }
 

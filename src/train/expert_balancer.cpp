@@ -32,11 +32,15 @@ std::string token_counts_key(int stage, int block) {
 
 ExpertBalancer::ExpertBalancer(const TrainConfig& config, std::vector<LocalLayer> layers,
                                runtime::CommunicatorPtr world, runtime::CommunicatorPtr ep_group,
-                               std::chrono::milliseconds timeout)
+                               std::chrono::milliseconds timeout,
+                               runtime::GroupMembers world_members,
+                               runtime::GroupMembers ep_members)
     : layers_(std::move(layers)),
       world_(std::move(world)),
       ep_group_(std::move(ep_group)),
       timeout_(timeout),
+      world_members_(std::move(world_members)),
+      ep_members_(std::move(ep_members)),
       interval_(config.eplb_interval),
       num_layers_(config.num_layers),
       num_experts_(config.num_experts),
@@ -57,7 +61,7 @@ ExpertBalancer::ExpertBalancer(const TrainConfig& config, std::vector<LocalLayer
 }
 
 void ExpertBalancer::sum_replica_gradients() {
-  moe::sum_replica_gradients(modules_of(layers_), ep_group_, timeout_);
+  moe::sum_replica_gradients(modules_of(layers_), ep_group_, timeout_, ep_members_);
 }
 
 RebalanceReport ExpertBalancer::rebalance(const moe::CompanionTensors& companions) {
@@ -71,11 +75,8 @@ RebalanceReport ExpertBalancer::rebalance(const moe::CompanionTensors& companion
   if (world_ && world_->getSize() > 1) {
     std::vector<at::Tensor> tensors = {
         at::from_blob(flat.data(), {static_cast<int64_t>(flat.size())}, at::kDouble)};
-    try {
-      world_->allreduce(tensors)->wait(timeout_);
-    } catch (const std::exception& e) {
-      throw std::runtime_error(std::string("summing expert loads for EPLB failed: ") + e.what());
-    }
+    runtime::wait_collective(world_->allreduce(tensors), *world_, world_members_,
+                             "allreduce of the expert loads for EPLB", timeout_);
   }
   eplb::LoadMatrix matrix(num_layers_, std::vector<double>(num_experts_));
   RebalanceReport report;
@@ -93,7 +94,7 @@ RebalanceReport ExpertBalancer::rebalance(const moe::CompanionTensors& companion
   report.imbalance_after = mean(eplb::gpu_imbalance(new_placement, matrix));
   std::vector<std::vector<int>> maps;
   for (const LocalLayer& l : layers_) maps.push_back(new_placement.physical_to_logical[l.layer]);
-  moe::move_experts(modules_of(layers_), maps, companions, ep_group_, timeout_);
+  moe::move_experts(modules_of(layers_), maps, companions, ep_group_, timeout_, ep_members_);
   for (int l = 0; l < num_layers_; ++l) {
     if (new_placement.physical_to_logical[l] != placement_[l]) ++report.layers_changed;
   }

@@ -68,7 +68,7 @@ std::string describe_grid(int pp, int ep, int dp, bool sharded) {
 runtime::ProcessGrid connected_grid(const TrainConfig& config, runtime::DistributedContext& context,
                                     int world_size) {
   runtime::ProcessGrid grid({config.num_ranks, config.ep, config.dp}, context.env.rank, world_size);
-  grid.connect(context.store, context.options, "train");
+  grid.connect(context.store, context.options, "train", context.hosts);
   return grid;
 }
 
@@ -90,8 +90,10 @@ std::vector<runtime::StagePtr> as_modules(
 }
 
 runtime::PipelineOptions traced_pipeline_options(const TrainConfig& config,
+                                                 const runtime::ProcessGrid& grid,
                                                  std::chrono::milliseconds timeout) {
   runtime::PipelineOptions options;
+  options.members = grid.pipeline_members();
   options.timeout = timeout;
   options.trace = true;
   options.build.stages_per_rank = config.stages_per_rank;
@@ -120,11 +122,14 @@ runtime::TensorList list_of_defined(const at::Tensor& tensor) {
   return tensor.defined() ? runtime::TensorList{tensor} : runtime::TensorList{};
 }
 
-void allreduce_sum(const runtime::CommunicatorPtr& comm, at::Tensor& tensor,
-                   std::chrono::milliseconds timeout) {
+// Sums `tensor` over `comm` (whose members are `members`); `what` names it in errors ("the
+// step's losses"). Throws std::runtime_error naming the peers waited for (wait_collective).
+void allreduce_sum(const runtime::CommunicatorPtr& comm, const runtime::GroupMembers& members,
+                   at::Tensor& tensor, const std::string& what, std::chrono::milliseconds timeout) {
   if (!comm || comm->getSize() == 1) return;
   std::vector<at::Tensor> tensors = {tensor};
-  comm->allreduce(tensors)->wait(timeout);
+  runtime::wait_collective(comm->allreduce(tensors), *comm, members, "allreduce of " + what,
+                           timeout);
 }
 
 // Sums the gradients of the parameters every EP rank holds a replica of (all but the routed
@@ -132,7 +137,7 @@ void allreduce_sum(const runtime::CommunicatorPtr& comm, at::Tensor& tensor,
 // part of the batch.
 void sync_ep_gradients(const std::vector<std::shared_ptr<moe::MoEStage>>& stages,
                        const runtime::CommunicatorPtr& ep_group,
-                       std::chrono::milliseconds timeout) {
+                       const runtime::GroupMembers& ep_members, std::chrono::milliseconds timeout) {
   if (!ep_group || ep_group->getSize() == 1) return;
   std::vector<at::Tensor> replicated;
   for (auto& stage : stages) {
@@ -141,7 +146,9 @@ void sync_ep_gradients(const std::vector<std::shared_ptr<moe::MoEStage>>& stages
     }
   }
   runtime::reduce_gradients(replicated, [&](std::vector<at::Tensor>& buckets) {
-    for (at::Tensor& bucket : buckets) allreduce_sum(ep_group, bucket, timeout);
+    for (at::Tensor& bucket : buckets) {
+      allreduce_sum(ep_group, ep_members, bucket, "replicated gradients over EP", timeout);
+    }
   });
 }
 
@@ -315,13 +322,15 @@ Trainer::Trainer(const TrainConfig& config, runtime::DistributedContext& context
       num_microbatches_(config.num_microbatches),
       schedule_(schedule::build_schedule(config.schedule, config.num_ranks, num_microbatches_,
                                          {config.stages_per_rank})),
-      stream_(std::make_shared<moe::CommStream>(config.ep > 1 ? grid_.ep_group()
-                                                              : runtime::CommunicatorPtr())),
+      stream_(std::make_shared<moe::CommStream>(
+          config.ep > 1 ? grid_.ep_group() : runtime::CommunicatorPtr(),
+          moe::CommStreamOptions{nullptr, false, grid_.ep_members()})),
       model_(build_trainable_model(config, stages_of_rank(config, rank_), stream_,
                                    !config.sharded_optimizer())),
       pipeline_(config.schedule, as_modules(model_.stages), grid_.pipeline_group(),
-                traced_pipeline_options(config, timeout_)),
-      balancer_(config, local_layers(config, model_), context.world, grid_.ep_group(), timeout_),
+                traced_pipeline_options(config, grid_, timeout_)),
+      balancer_(config, local_layers(config, model_), context.world, grid_.ep_group(), timeout_,
+                runtime::world_members(context), grid_.ep_members()),
       data_(load_training_data(config)),
       tokens_per_step_(static_cast<int64_t>(config.ep) * num_microbatches_ *
                        config.microbatch_size * config.seq_len),
@@ -332,7 +341,7 @@ Trainer::Trainer(const TrainConfig& config, runtime::DistributedContext& context
       config_hash_(config_hash(config)) {
   if (config.sharded_optimizer()) {
     zero_.emplace(model_.parameter_names, model_.parameters, adamw_options(config),
-                  grid_.dp_group(), timeout_);
+                  grid_.dp_group(), timeout_, grid_.dp_members());
   }
 }
 
@@ -534,7 +543,7 @@ at::Tensor Trainer::forward_backward(int step) {
     report_ = gather_pipeline_report(context_, pipeline_.executor().trace().events(),
                                      pipeline_.executor().activation_peak(), peak_rss_mib(), step);
   }
-  sync_ep_gradients(model_.stages, grid_.ep_group(), timeout_);
+  sync_ep_gradients(model_.stages, grid_.ep_group(), grid_.ep_members(), timeout_);
   balancer_.sum_replica_gradients();
   RankLosses losses = rank_losses(result.loss, batch.loss_microbatches);
   if (control_.step_hook) {
@@ -543,7 +552,8 @@ at::Tensor Trainer::forward_backward(int step) {
   at::Tensor slots = loss_slots(losses, pipeline_index_, C, config_.ep * config_.dp, 1);
   const bool stop_here = control_.stop_requested && *control_.stop_requested != 0;
   slots[slots.numel() - 1] = stop_here ? 1.0 : 0.0;
-  allreduce_sum(context_.world, slots, timeout_);
+  allreduce_sum(context_.world, runtime::world_members(context_), slots,
+                "step " + std::to_string(step) + "'s losses", timeout_);
   return slots;
 }
 
@@ -585,7 +595,9 @@ void Trainer::sum_gradients_over_replicas() {
   // NOTE: a sum, not a mean: every replica's criterion already divides by the tokens of the
   // whole global batch.
   runtime::reduce_gradients(model_.parameters, [&](std::vector<at::Tensor>& buckets) {
-    for (at::Tensor& bucket : buckets) allreduce_sum(group, bucket, timeout_);
+    for (at::Tensor& bucket : buckets) {
+      allreduce_sum(group, grid_.dp_members(), bucket, "gradients over DP replicas", timeout_);
+    }
   });
 }
 
@@ -596,7 +608,8 @@ int64_t Trainer::optimizer_state_bytes() const {
 void Trainer::measure_optimizer_state() {
   at::Tensor slots = at::zeros({world_size_}, at::kLong);
   slots[context_.env.rank] = optimizer_state_bytes();
-  allreduce_sum(context_.world, slots, timeout_);
+  allreduce_sum(context_.world, runtime::world_members(context_), slots, "optimizer state sizes",
+                timeout_);
   state_bytes_.assign(slots.data_ptr<int64_t>(), slots.data_ptr<int64_t>() + world_size_);
   char tag[128];
   std::snprintf(
@@ -667,7 +680,8 @@ double Trainer::evaluate() {
   // NOTE: every replica evaluates the whole held-out set (a replica cannot skip the step's
   // collectives cheaply); replica 0's losses are the result.
   if (dp_rank_ != 0) slots.zero_();
-  allreduce_sum(context_.world, slots, timeout_);
+  allreduce_sum(context_.world, runtime::world_members(context_), slots, "held-out losses",
+                timeout_);
   return ordered_sum(slots, slots.numel());
 }
 
@@ -693,7 +707,8 @@ std::vector<FileDigest> Trainer::gather_digests(const FileDigest& mine) {
   int64_t* data = slots.data_ptr<int64_t>();
   data[2 * context_.env.rank] = static_cast<int64_t>(mine.bytes);
   std::memcpy(&data[2 * context_.env.rank + 1], &mine.fnv1a64, sizeof(int64_t));
-  allreduce_sum(context_.world, slots, timeout_);
+  allreduce_sum(context_.world, runtime::world_members(context_), slots, "checkpoint digests",
+                timeout_);
   std::vector<FileDigest> digests(static_cast<std::size_t>(world_size_));
   for (int r = 0; r < world_size_; ++r) {
     digests[r].bytes = static_cast<std::uint64_t>(data[2 * r]);
@@ -741,7 +756,7 @@ nlohmann::json Trainer::checkpoint_layout() const {
 
 void Trainer::barrier() {
   at::Tensor t = at::zeros({1});
-  allreduce_sum(context_.world, t, timeout_);
+  allreduce_sum(context_.world, runtime::world_members(context_), t, "a barrier", timeout_);
 }
 
 void Trainer::summarise() {

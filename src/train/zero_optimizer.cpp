@@ -27,12 +27,13 @@ std::string describe_layout(const at::Tensor& layout) {
 
 ShardedAdamW::ShardedAdamW(std::vector<std::string> names, std::vector<at::Tensor> params,
                            AdamWOptions options, runtime::CommunicatorPtr group,
-                           std::chrono::milliseconds timeout)
+                           std::chrono::milliseconds timeout, runtime::GroupMembers members)
     : names_(std::move(names)),
       params_(std::move(params)),
       options_(options),
       group_(std::move(group)),
-      timeout_(timeout) {
+      timeout_(timeout),
+      members_(std::move(members)) {
   DUALPIPE_CHECK_EQ(names_.size(), params_.size(), "ShardedAdamW: one name per parameter; ");
   DUALPIPE_CHECK(group_, "ShardedAdamW needs a data-parallel communicator, got none");
   rank_ = group_->getRank();
@@ -101,7 +102,8 @@ void ShardedAdamW::all_gather_into(const Bucket& bucket, const at::Tensor& local
   std::vector<std::vector<at::Tensor>> output(1);
   for (int r = 0; r < size_; ++r)
     output[0].push_back(at::empty({bucket.shard_numel}, bucket.options));
-  group_->allgather(output, input)->wait(timeout_);
+  runtime::wait_collective(group_->allgather(output, input), *group_, members_,
+                           "allgather of the updated ZeRO-1 parameter shards", timeout_);
   for (int r = 0; r < size_; ++r) {
     const int64_t begin = std::min(bucket.numel, r * bucket.shard_numel);
     const int64_t end = std::min(bucket.numel, (r + 1) * bucket.shard_numel);
@@ -124,7 +126,10 @@ void ShardedAdamW::step(double lr) {
     // makes it anyway) and twice a reduce-scatter's traffic, and it sums in exactly the order the
     // replicated path's allreduce does, so ZeRO-1 and replicated state give the same bits.
     std::vector<at::Tensor> sum = {flat.buckets[b]};
-    if (size_ > 1) group_->allreduce(sum)->wait(timeout_);
+    if (size_ > 1) {
+      runtime::wait_collective(group_->allreduce(sum), *group_, members_,
+                               "allreduce of the gradients for ZeRO-1", timeout_);
+    }
     const at::Tensor grad = sum[0].narrow(0, bucket.begin, bucket.end - bucket.begin);
     at::Tensor param = at::empty({bucket.end - bucket.begin}, bucket.options);
     copy_range(bucket, bucket.begin, bucket.end, params_, param, /*to_tensors=*/false);

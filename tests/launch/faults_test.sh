@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A rank that stops answering (SIGSTOP), dies (SIGKILL) or throws ends the job with the cause
-# named, on one host or across two; every launcher exits non-zero and no process is left.
+# named, on one host or across two; every launcher exits non-zero, the final line of each names
+# the victim (the other node's by following the wait-for chain), and no process is left.
 #   faults_test.sh stop|kill HOSTS   `dualpipe train` PP=4 with a 10 s timeout; rank 2 is stopped
 #                                    or killed mid-training
 #   faults_test.sh throw HOSTS       the launch worker's rank 1 throws after joining
@@ -73,5 +74,17 @@ case "$mode" in
   throw) expected="^dualpipe launch: failed: rank $victim (exited with status 1|failed): .*thrown on purpose" ;;
 esac
 echo "$final" | grep -qE "$expected" || fail "final line of the victim's node: '$final', expected '$expected'"
+# Across two hosts the other node's launcher follows its ranks' wait-for chain to the victim.
+# NOTE: the ranks of `throw` wait in an allreduce of all four ranks, which cannot tell which of
+# the other node's ranks is gone: they name both.
+if [ "$hosts" = 2 ]; then
+  other_log=${logs[$((1 - victim / 2))]}
+  final=$(tail -n 1 "$other_log")
+  case "$mode" in
+    stop | kill) expected="^dualpipe launch: failed: rank $victim \(on another node\) stopped answering" ;;
+    throw) expected="^dualpipe launch: failed: (rank $victim|one of ranks ([0-9]+, )*$victim(, [0-9]+)*) \(on another node\) stopped answering" ;;
+  esac
+  echo "$final" | grep -qE "$expected" || fail "final line of the other node: '$final', expected '$expected'"
+fi
 wait_until_gone "$WORK/run"
 echo "PASS"

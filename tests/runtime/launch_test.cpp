@@ -117,6 +117,34 @@ TEST(LaunchLocalTest, SecondNodeOfTwoRunsGlobalRanksTwoAndThree) {
   EXPECT_TRUE(contains(output, "[rank 3] env 3/4 1/2 1 10.1.2.3:29400 store=none\n")) << output;
 }
 
+TEST(LaunchLocalTest, FollowsTheWaitForChainToAnotherNode) {
+  // Node 1 of 2 (ranks 2 and 3): rank 2 fails first, waiting for rank 3, which reported that it
+  // waited for rank 0 on the other node: the final line blames rank 0, not a rank of this node.
+  LaunchOptions options;
+  options.num_ranks = 2;
+  options.num_nodes = 2;
+  options.node_rank = 1;
+  options.master_addr = "10.1.2.3";
+  options.master_port = 29400;
+  options.grace_period = std::chrono::milliseconds(500);
+  const std::string report = "$DUALPIPE_ERROR_DIR/error.";
+  options.command = {
+      "/bin/sh", "-c",
+      "if [ $RANK = 3 ]; then echo '200 rank 3 waiting for a header from rank 0 failed: "
+      "Connection reset by peer; peers it waited for: rank 0 (host 10.1.2.3)' > " +
+          report + "3.tmp; mv " + report + "3.tmp " + report + "3; sleep 60; fi; " +
+          wait_for_file(report + "3") +
+          "echo '100 rank 2 waiting for the allreduce of x with ranks 2, 3 failed: Operation "
+          "timed out!; peers it waited for: rank 3' > " +
+          report + "2; exit 1"};
+  const auto [code, output] = launch_captured(options);
+  EXPECT_EQ(code, 1) << output;
+  EXPECT_TRUE(contains(output,
+                       "dualpipe launch: failed: rank 0 (on another node) stopped answering its "
+                       "peers; first to fail here waiting for it: rank 2 exited with status 1"))
+      << output;
+}
+
 TEST(LaunchLocalTest, SeveralNodesNeedTheirMaster) {
   LaunchOptions options;
   options.num_ranks = 2;

@@ -63,9 +63,12 @@ std::vector<std::string> exposed_listeners() {
   return exposed;
 }
 
-double allreduce_sum(dualpipe::runtime::Communicator& world, int rank) {
-  std::vector<at::Tensor> tensors = {at::full({4}, static_cast<double>(rank + 1), at::kDouble)};
-  world.allreduce(tensors)->wait();
+double allreduce_sum(const dualpipe::runtime::DistributedContext& context) {
+  std::vector<at::Tensor> tensors = {
+      at::full({4}, static_cast<double>(context.env.rank + 1), at::kDouble)};
+  dualpipe::runtime::wait_collective(context.world->allreduce(tensors), *context.world,
+                                     dualpipe::runtime::world_members(context),
+                                     "allreduce of the ranks' numbers");
   return tensors[0][0].item<double>();
 }
 
@@ -79,7 +82,7 @@ int main(int argc, char** argv) {
     options.timeout = std::chrono::seconds(5);
     dualpipe::runtime::DistributedContext context = dualpipe::runtime::init_distributed(options);
     rank = context.env.rank;
-    const double sum = allreduce_sum(*context.world, rank);
+    const double sum = allreduce_sum(context);
     std::cout << "rank " << rank << " of " << context.env.world_size << " joined via "
               << context.env.launcher << ", allreduce sum " << sum << std::endl;
     std::cerr << "rank " << rank << " stderr ";  // Partial line, finished below.
@@ -91,7 +94,7 @@ int main(int argc, char** argv) {
         std::cout << "rank " << rank << " listens on a non-loopback address: " << listener
                   << std::endl;
       }
-      allreduce_sum(*context.world, rank);  // keep every rank's sockets open until all looked
+      allreduce_sum(context);  // keep every rank's sockets open until all looked
       return exposed.empty() ? 0 : 4;
     }
     if (rank == 1) {
@@ -109,7 +112,7 @@ int main(int argc, char** argv) {
         return 0;
       }
     }
-    allreduce_sum(*context.world, rank);
+    allreduce_sum(context);
     std::cerr << "rank " << rank << ": second allreduce unexpectedly completed" << std::endl;
     return 2;
   } catch (const std::exception& e) {

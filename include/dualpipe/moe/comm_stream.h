@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "dualpipe/runtime/collective_wait.h"
 #include "dualpipe/runtime/torch_compat.h"
 #include "dualpipe/runtime/trace.h"
 
@@ -46,6 +47,8 @@ struct CommStreamOptions {
   std::shared_ptr<LinkModel> link;
   // Record a trace event (category "comm") for every all-to-all.
   bool trace = false;
+  // Who is in the communicator, for errors naming the peers an all-to-all waited for.
+  runtime::GroupMembers members;
 };
 
 class CommStream;

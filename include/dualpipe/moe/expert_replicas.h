@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "dualpipe/moe/moe_layer.h"
+#include "dualpipe/runtime/collective_wait.h"
 #include "dualpipe/runtime/torch_compat.h"
 
 namespace dualpipe::moe {
@@ -22,9 +23,11 @@ namespace dualpipe::moe {
 // already and skipped; when no layer has a replicated expert nothing is communicated.
 // `ep_group` may be null for ep_size 1. Throws std::runtime_error naming the collective when it
 // fails or times out.
+// `ep_members` (who is in ep_group) only names the peers in errors.
 void sum_replica_gradients(const std::vector<MoELayerImpl*>& layers,
                            const runtime::CommunicatorPtr& ep_group,
-                           std::chrono::milliseconds timeout);
+                           std::chrono::milliseconds timeout,
+                           const runtime::GroupMembers& ep_members = {});
 
 // Tensors that move together with an expert parameter, e.g. an optimiser's moments of it. Each
 // has the parameter's shape; every parameter has the same number of them.
@@ -39,6 +42,7 @@ using CompanionTensors = std::function<std::vector<at::Tensor>(const at::Tensor&
 // std::runtime_error when the collective fails.
 int move_experts(const std::vector<MoELayerImpl*>& layers,
                  const std::vector<std::vector<int>>& new_maps, const CompanionTensors& companions,
-                 const runtime::CommunicatorPtr& ep_group, std::chrono::milliseconds timeout);
+                 const runtime::CommunicatorPtr& ep_group, std::chrono::milliseconds timeout,
+                 const runtime::GroupMembers& ep_members = {});
 
 }  // namespace dualpipe::moe

@@ -21,6 +21,7 @@
 #include <memory>
 #include <vector>
 
+#include "dualpipe/runtime/collective_wait.h"
 #include "dualpipe/runtime/p2p_channel.h"
 #include "dualpipe/runtime/stage_module.h"
 #include "dualpipe/runtime/trace.h"
@@ -34,6 +35,8 @@ struct ExecutorOptions {
   std::chrono::milliseconds timeout{60000};
   // Record a Chrome trace of each run (see trace()).
   bool trace = false;
+  // Who is in the communicator (by communicator rank), for errors naming a lost peer.
+  GroupMembers members;
 };
 
 // What a run needs from the user, per direction (index = direction).

@@ -59,7 +59,11 @@ struct LaunchOptions {
 // launcher blocks them while it runs; each rank runs in its own process group). Every rank gets
 // SIGKILL when the launcher dies (PR_SET_PDEATHSIG, checked after fork), so a kill -9 of the
 // launcher leaves no rank running. A rank stopped by a signal (SIGSTOP) is reported at once,
-// and when the job fails the final line blames it as the rank that stopped answering.
+// and when the job fails the final line blames it as the rank that stopped answering. Otherwise,
+// when the first rank here to fail lost a peer, the final line follows the wait-for chain that
+// the ranks' reports name (peers_waited_for.h) to the rank that stopped answering: one of this
+// node's that failed on its own, or one on another node ("rank 2 (on another node) stopped
+// answering its peers"; after a collective of several peers there, "one of ranks 0, 1").
 // Returns 0 when every rank exited 0; otherwise writes a line naming the first failed rank and
 // its exit status or signal and returns that status (128 + signal number for a signal).
 // Throws std::invalid_argument for num_ranks < 1, node_rank outside [0, num_nodes), an empty

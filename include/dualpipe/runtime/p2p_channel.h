@@ -43,6 +43,7 @@
 #include <tuple>
 #include <vector>
 
+#include "dualpipe/runtime/collective_wait.h"
 #include "dualpipe/runtime/stage_module.h"
 #include "dualpipe/runtime/tensor_spec.h"
 #include "dualpipe/runtime/torch_compat.h"
@@ -77,10 +78,11 @@ class P2PChannel {
   // `num_stages` and `max_microbatches` bound the tag space. `device` is where this rank's
   // stages keep their data (CPU over Gloo, the rank's GPU over NCCL): headers and received
   // tensors are allocated there, and a peer sending tensors of another device type is an error
-  // naming both.
+  // naming both. `members` (by communicator rank; may be unknown) lets errors name the peer's
+  // world rank and host (peers_waited_for.h).
   P2PChannel(CommunicatorPtr comm, int rank, std::vector<int> comm_rank_of, int num_stages,
              int max_microbatches, std::chrono::milliseconds timeout, Trace* trace,
-             at::Device device = at::kCPU);
+             at::Device device = at::kCPU, GroupMembers members = {});
 
   // Posts the sends of `tensors` (header, then payloads) to pipeline rank `peer` and returns at
   // once; the channel keeps the tensors alive until the sends complete. Non-contiguous tensors
@@ -154,6 +156,7 @@ class P2PChannel {
   CommunicatorPtr comm_;
   int rank_;
   std::vector<int> comm_rank_of_;
+  GroupMembers members_;
   int num_stages_;
   int max_microbatches_;
   std::chrono::milliseconds timeout_;

@@ -35,6 +35,10 @@ struct PipelineOptions {
   // What the schedule is built with beyond its sizes (interleaved-1f1b's stages per rank);
   // stages_for() etc. must be asked with the same.
   schedule::BuildOptions build;
+  // Who is in the pipeline communicator and in data_parallel (by communicator rank), for errors
+  // that name a lost peer by world rank and host; unknown by default.
+  GroupMembers members;
+  GroupMembers data_parallel_members;
 };
 
 struct StepResult {

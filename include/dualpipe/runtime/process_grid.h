@@ -19,6 +19,7 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 #include <vector>
 
+#include "dualpipe/runtime/collective_wait.h"
 #include "dualpipe/runtime/process_group.h"
 #include "dualpipe/runtime/torch_compat.h"
 
@@ -62,9 +63,10 @@ class ProcessGrid {
   // connection keys never collide; all ranks go through the dimensions in the same order
   // (pipeline, EP, DP, mirror), and the groups of one dimension partition the world, so every
   // group that is being connected has all its members connecting it at the same time.
-  // `name` tells several grids over one store apart.
+  // `name` tells several grids over one store apart. `hosts` (DistributedContext::hosts: one per
+  // world rank, or empty) go into the groups' members, for error messages.
   void connect(const c10::intrusive_ptr<c10d::Store>& store, const CommunicatorOptions& options,
-               const std::string& name = "grid");
+               const std::string& name = "grid", const std::vector<std::string>& hosts = {});
 
   // The communicators made by connect() (null before). Group rank == index in *_ranks().
   const CommunicatorPtr& pipeline_group() const { return pipeline_group_; }
@@ -73,6 +75,12 @@ class ProcessGrid {
   // Two ranks: the lower pp rank of the pair is group rank 0. Null when mirror_rank() == rank()
   // (middle rank of an odd PP).
   const CommunicatorPtr& mirror_group() const { return mirror_group_; }
+  // Who is in each of them (named like their store prefix, e.g. "grid/dp/ep0.pp1"), for
+  // wait_collective; empty before connect().
+  const GroupMembers& pipeline_members() const { return pipeline_members_; }
+  const GroupMembers& ep_members() const { return ep_members_; }
+  const GroupMembers& dp_members() const { return dp_members_; }
+  const GroupMembers& mirror_members() const { return mirror_members_; }
 
  private:
   GridSizes sizes_;
@@ -81,6 +89,10 @@ class ProcessGrid {
   CommunicatorPtr ep_group_;
   CommunicatorPtr dp_group_;
   CommunicatorPtr mirror_group_;
+  GroupMembers pipeline_members_;
+  GroupMembers ep_members_;
+  GroupMembers dp_members_;
+  GroupMembers mirror_members_;
 };
 
 }  // namespace dualpipe::runtime

@@ -2,8 +2,11 @@
 // Joining the job: the rendezvous store (c10d TCPStore) and the world communicator.
 
 #include <chrono>
+#include <string>
 #include <torch/csrc/distributed/c10d/Store.hpp>
+#include <vector>
 
+#include "dualpipe/runtime/collective_wait.h"
 #include "dualpipe/runtime/distributed_env.h"
 #include "dualpipe/runtime/process_group.h"
 #include "dualpipe/runtime/torch_compat.h"
@@ -18,7 +21,13 @@ struct DistributedContext {
   CommunicatorPtr world;
   // What the communicators were created with (timeout already resolved from env.timeout).
   CommunicatorOptions options;
+  // The address each rank's Gloo transport bound (options.hostname), by world rank: exchanged
+  // once when joining, so that an error can say which host a lost peer is on.
+  std::vector<std::string> hosts;
 };
+
+// The members of context.world ("world", every rank, their hosts), for wait_collective.
+GroupMembers world_members(const DistributedContext& context);
 
 // Joins the job described by `env` (see detect_distributed_env). Blocking: every rank of the
 // world must call it. Ranks of a local `dualpipe launch` job meet in a c10d::FileStore
@@ -31,6 +40,7 @@ struct DistributedContext {
 // to this host's name (options.hostname is used when it is not the loopback default).
 // env.timeout, when set, replaces options.timeout. Every wait gives up after that timeout:
 // throws std::runtime_error naming this rank, how many ranks joined and which are missing.
+// Once the world communicator is up, the ranks allgather their hosts (context.hosts).
 DistributedContext init_distributed(const DistributedEnv& env,
                                     const CommunicatorOptions& options = {});
 

@@ -37,9 +37,11 @@ class ExpertBalancer {
  public:
   // `layers`: every MoE layer module of this rank (both copies of a DualPipe stage). `world`
   // spans every rank of the job; `ep_group` this rank's EP group (null or size 1 without EP).
+  // `world_members` and `ep_members` say who is in them, for errors naming the peers waited for.
   ExpertBalancer(const TrainConfig& config, std::vector<LocalLayer> layers,
                  runtime::CommunicatorPtr world, runtime::CommunicatorPtr ep_group,
-                 std::chrono::milliseconds timeout);
+                 std::chrono::milliseconds timeout, runtime::GroupMembers world_members = {},
+                 runtime::GroupMembers ep_members = {});
 
   // After backward and before the optimiser step: replicas get their summed gradients.
   void sum_replica_gradients();
@@ -64,6 +66,8 @@ class ExpertBalancer {
   runtime::CommunicatorPtr world_;
   runtime::CommunicatorPtr ep_group_;
   std::chrono::milliseconds timeout_;
+  runtime::GroupMembers world_members_;
+  runtime::GroupMembers ep_members_;
   int interval_;
   int num_layers_;
   int num_experts_;

@@ -20,6 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dualpipe/runtime/collective_wait.h"
 #include "dualpipe/runtime/torch_compat.h"
 #include "dualpipe/train/checkpoint.h"
 #include "dualpipe/train/optimizer.h"
@@ -31,9 +32,10 @@ class ShardedAdamW {
   // `names[i]` names `params[i]`; every rank of `group` passes parameters of the same names,
   // shapes and dtypes in the same order (its replicas of them). Allocates the moments of this
   // rank's shard; does not communicate. Throws std::invalid_argument when the lists differ in
-  // length or `group` is null.
+  // length or `group` is null. `members` (who is in `group`) names the peers in errors.
   ShardedAdamW(std::vector<std::string> names, std::vector<at::Tensor> params, AdamWOptions options,
-               runtime::CommunicatorPtr group, std::chrono::milliseconds timeout);
+               runtime::CommunicatorPtr group, std::chrono::milliseconds timeout,
+               runtime::GroupMembers members = {});
 
   // One update with learning rate `lr` from the parameters' .grad() summed over the group (a
   // parameter without a gradient counts as zeros: every parameter is updated). Blocking and
@@ -104,6 +106,7 @@ class ShardedAdamW {
   AdamWOptions options_;
   runtime::CommunicatorPtr group_;
   std::chrono::milliseconds timeout_;
+  runtime::GroupMembers members_;
   int rank_ = 0;
   int size_ = 1;
   std::vector<Bucket> buckets_;
