@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Does the runtime agree with `dualpipe plan`? Plans 4 ranks x 8 micro-batches on emulated costs
-# (F=10, B=20, W=10, FB=30 ms: stages that sleep, so 2 cores do not distort it), saves the
+# (F=40, B=80, W=40, FB=120 ms: stages that sleep, so 2 cores do not distort it), saves the
 # winner, then times the winner's file and the best fixed families with `dualpipe bench runtime
 # --emulate` in this one run. Prints each schedule's planned and measured step time and the
 # measured ratio to the winner's next to the planned one.
 #   bench/plan_runtime_bench.sh [path/to/dualpipe]
 set -euo pipefail
 dualpipe=${1:-build/bin/dualpipe}
-costs=F=10,B=20,W=10,FB=30
+costs=F=40,B=80,W=40,FB=120
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$dualpipe" plan --ranks 4 --microbatches 8 --costs "$costs" --format json \
@@ -19,7 +19,7 @@ json.load(open(sys.argv[1]))['candidates'] if c['schedule'] == sys.argv[2]))" "$
 # NOTE: `bench runtime --emulate` costs are per stage; the plan's are per rank share of the
 # model, so a V (2 stages per rank, each half a share) runs stages of half the costs.
 stage_costs() {  # emulated stage costs for a schedule with $1 stages per direction on 4 ranks
-  if [ "$1" = 8 ]; then echo F=5,B=10,W=5,FB=15; else echo "$costs"; fi
+  if [ "$1" = 8 ]; then echo F=20,B=40,W=20,FB=60; else echo "$costs"; fi
 }
 stages_of() {  # stages per direction of schedule $1 on 4 ranks
   "$dualpipe" sim --schedule "$1" --ranks 4 --microbatches 8 --format json |
