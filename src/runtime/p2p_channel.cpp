@@ -176,9 +176,17 @@ void P2PChannel::fail(const std::string& doing, int peer, const ItemKey& key,
   // The peer as the launcher knows it: its world rank, and its host when that is not this one's.
   const PeerWaitedFor who =
       peer_in_group(members_, comm_rank_of_.at(peer), comm_rank_of_.at(rank_), peer);
+  const PeerWaitedFor self =
+      peer_in_group(members_, comm_rank_of_.at(rank_), comm_rank_of_.at(rank_), rank_);
+  // NOTE: pipeline ranks are world ranks only without EP or DP; then both are named.
+  auto named = [](int pipeline_rank, int world_rank) {
+    return pipeline_rank == world_rank ? "rank " + std::to_string(pipeline_rank)
+                                       : "pipeline rank " + std::to_string(pipeline_rank) +
+                                             " (world rank " + std::to_string(world_rank) + ")";
+  };
   throw std::runtime_error(with_peers_waited_for(
-      "rank " + std::to_string(rank_) + " " + doing + " rank " + std::to_string(peer) + " (" +
-          to_string(key) + ", timeout " + std::to_string(timeout_.count()) +
+      named(rank_, self.rank) + " " + doing + " " + named(peer, who.rank) + " (" + to_string(key) +
+          ", timeout " + std::to_string(timeout_.count()) +
           " ms) failed; the peer stopped or is too slow, the connection is unusable from here "
           "on: " +
           e.what(),

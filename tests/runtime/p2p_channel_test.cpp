@@ -6,11 +6,15 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <stdexcept>
+#include <string>
+#include <thread>
 #include <vector>
 
+#include "dualpipe/runtime/collective_wait.h"
 #include "test_ranks.h"
 
 namespace dualpipe::runtime {
@@ -103,6 +107,38 @@ TEST(P2PChannelTest, SendToADeadPeerIsReportedOnTheCallingThread) {
   EXPECT_NE(message.find("rank 0"), std::string::npos) << message;
   EXPECT_NE(message.find("rank 1"), std::string::npos) << message;
   EXPECT_EQ(testing::message_of(errors[1]), "");
+}
+
+// With EP or DP, pipeline ranks are not world ranks: a failed receive names both, and the clause
+// the launcher reads names the peer's world rank.
+TEST(P2PChannelTest, AFailedReceiveNamesPipelineAndWorldRanks) {
+  std::atomic<bool> receiver_done{false};
+  std::string message;
+  const auto errors = testing::run_ranks(
+      2,
+      [&](int rank, CommunicatorPtr comm) {
+        if (rank == 1) {  // never sends
+          while (!receiver_done) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          return;
+        }
+        P2PChannel channel(comm, rank, {0, 1}, 4, 4, std::chrono::milliseconds(300), nullptr,
+                           at::kCPU, group_members("grid/pp/dp0.ep1", {3, 7}, {}));
+        channel.post_recv(activation(0), 1);
+        try {
+          channel.wait_recv(activation(0));
+        } catch (const std::runtime_error& e) {
+          message = e.what();
+        }
+        receiver_done = true;
+      },
+      std::chrono::seconds(2));
+  for (const auto& error : errors) EXPECT_EQ(testing::message_of(error), "");
+  EXPECT_EQ(message.rfind("pipeline rank 0 (world rank 3) waiting for a header from pipeline rank "
+                          "1 (world rank 7) (",
+                          0),
+            0u)
+      << message;
+  EXPECT_EQ(peers_waited_for(message), std::vector<int>{7}) << message;
 }
 
 }  // namespace
