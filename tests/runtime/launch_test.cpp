@@ -101,13 +101,19 @@ TEST(LaunchLocalTest, PrefixesEveryLineAndSetsTheEnvironment) {
 
 // Node 1 of a 2 x 2 job runs global ranks 2 and 3 with torchrun's variables, and no file store
 // (the ranks of several nodes meet in rank 0's TCPStore).
-TEST(LaunchLocalTest, SecondNodeOfTwoRunsGlobalRanksTwoAndThree) {
+// Node 1 of a 2 x 2 job whose rank 0 is at 10.1.2.3:29400.
+LaunchOptions second_of_two_nodes() {
   LaunchOptions options;
   options.num_ranks = 2;
   options.num_nodes = 2;
   options.node_rank = 1;
   options.master_addr = "10.1.2.3";
   options.master_port = 29400;
+  return options;
+}
+
+TEST(LaunchLocalTest, SecondNodeOfTwoRunsGlobalRanksTwoAndThree) {
+  LaunchOptions options = second_of_two_nodes();
   options.command = {"/bin/sh", "-c",
                      "echo \"env $RANK/$WORLD_SIZE $LOCAL_RANK/$LOCAL_WORLD_SIZE $GROUP_RANK "
                      "$MASTER_ADDR:$MASTER_PORT store=${DUALPIPE_STORE_FILE:-none}\""};
@@ -120,12 +126,7 @@ TEST(LaunchLocalTest, SecondNodeOfTwoRunsGlobalRanksTwoAndThree) {
 TEST(LaunchLocalTest, FollowsTheWaitForChainToAnotherNode) {
   // Node 1 of 2 (ranks 2 and 3): rank 2 fails first, waiting for rank 3, which reported that it
   // waited for rank 0 on the other node: the final line blames rank 0, not a rank of this node.
-  LaunchOptions options;
-  options.num_ranks = 2;
-  options.num_nodes = 2;
-  options.node_rank = 1;
-  options.master_addr = "10.1.2.3";
-  options.master_port = 29400;
+  LaunchOptions options = second_of_two_nodes();
   options.grace_period = std::chrono::milliseconds(500);
   const std::string report = "$DUALPIPE_ERROR_DIR/error.";
   options.command = {
