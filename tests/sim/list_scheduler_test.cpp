@@ -7,8 +7,10 @@
 
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
+#include "dualpipe/schedule/list_schedule.h"
 #include "dualpipe/schedule/registry.h"
 #include "dualpipe/schedule/validator.h"
 #include "dualpipe/sim/simulator.h"
@@ -117,6 +119,39 @@ INSTANTIATE_TEST_SUITE_P(Placements, PlacementSearchTest,
                                   std::to_string(std::get<2>(info.param)) + "_costs" +
                                   std::to_string(info.index % 2);
                          });
+
+// The search decides by the walk's own step time and peak: for every policy on every placement
+// they are the simulator's (with communication inserted), and the walk is a valid schedule.
+TEST(Search, EveryWalkIsTimedAsTheSimulatorTimesIt) {
+  for (const char* layout : kSearchedScheduleNames) {
+    for (const auto& [ranks, microbatches] : {std::pair{2, 6}, std::pair{4, 8}, std::pair{4, 5}}) {
+      if (!schedule::schedule_facts(layout).accepts(ranks, microbatches)) continue;
+      for (const char* costs_text : {"F=1,B=2,W=1,FB=2.5", "F=1,B=3,W=2,comm=1,scale=1:2:1:1"}) {
+        CostModel costs = parse_cost_model(costs_text);
+        const schedule::Placement placement = schedule::schedule_placement(layout, ranks);
+        if (static_cast<int>(costs.stage_scale.size()) != placement.num_stages()) {
+          costs.stage_scale.assign(placement.num_stages(), 1.0);
+          costs.stage_scale.back() = 2.0;
+        }
+        schedule::ListCosts walk_costs;
+        walk_costs.op_time = [&](const schedule::Op& op) { return op_cost(op, costs); };
+        walk_costs.comm = costs.comm;
+        for (const schedule::ListPolicy& policy :
+             schedule::list_policies(placement, microbatches)) {
+          const schedule::ListSchedule walked =
+              schedule::list_schedule(layout, placement, microbatches, policy, walk_costs);
+          const std::string what = std::string(layout) + " " + std::to_string(ranks) + "x" +
+                                   std::to_string(microbatches) + " " + costs_text + " " +
+                                   policy.describe();
+          ASSERT_NO_THROW(schedule::validate(walked.schedule)) << what;
+          const SimResult result = simulate(walked.schedule, costs);
+          EXPECT_DOUBLE_EQ(result.makespan, walked.makespan) << what;
+          EXPECT_EQ(result.max_peak_activations(), walked.peak_activations) << what;
+        }
+      }
+    }
+  }
+}
 
 // The registry's builds (default costs) keep within the memory of their placement's family.
 TEST(Search, RegistryBuildsKeepTheirFamilysMemory) {
