@@ -98,20 +98,30 @@ class Search {
   }
 
   // The fixed families on the same placement start the moves too, so the search is never
-  // behind them.
+  // behind them: those the caller built (SearchOptions::built_families), else built here.
   void seed_with_families() {
+    if (options_.built_families != nullptr) {
+      for (const schedule::Schedule* built : *options_.built_families) {
+        if (built->placement == placement_ && !is_searched_schedule(built->name))
+          offer_family(*built);
+      }
+      return;
+    }
     for (const std::string& name : schedule::schedule_names()) {
       if (is_searched_schedule(name)) continue;
       const schedule::ScheduleFacts facts = schedule::schedule_facts(name);
       if (!facts.accepts(options_.num_ranks, options_.num_microbatches)) continue;
       if (!(schedule::schedule_placement(name, options_.num_ranks) == placement_)) continue;
-      schedule::Schedule built =
-          schedule::build_schedule(name, options_.num_ranks, options_.num_microbatches);
-      const SimResult timed = simulate(built, options_.costs);
-      schedule::Schedule compute = compute_only(std::move(built));
-      compute.name = options_.layout;
-      offer({std::move(compute), timed.makespan, timed.max_peak_activations(), name + "'s order"});
+      offer_family(schedule::build_schedule(name, options_.num_ranks, options_.num_microbatches));
     }
+  }
+
+  void offer_family(const schedule::Schedule& built) {
+    const SimResult timed = simulate(built, options_.costs);
+    schedule::Schedule compute = compute_only(built);
+    compute.name = options_.layout;
+    offer({std::move(compute), timed.makespan, timed.max_peak_activations(),
+           built.name + "'s order"});
   }
 
   // `compute` with communication, simulated; nothing when it is not a valid schedule (the

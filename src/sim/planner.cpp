@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <limits>
 
 #include "dualpipe/check.h"
@@ -277,6 +278,18 @@ Plan plan(const PlanRequest& request) {
       PlanCandidate c = candidate_of(request, size, name, s, result);
       built.push_back({std::move(c), std::move(s), std::move(costs), std::move(result)});
     }
+    // NOTE: the families of this size just built, for the searches of their placements (when
+    // the request asks for every family; else each search builds its placement's own). The
+    // searched rows go to `searched` first: `built` must not reallocate under these pointers.
+    std::vector<const schedule::Schedule*> families;
+    std::vector<Built> searched;
+    for (const Built& b : built) {
+      if (b.candidate.num_ranks == size.num_ranks &&
+          b.candidate.num_microbatches == size.num_microbatches &&
+          b.candidate.micro_batch_size == size.micro_batch_size) {
+        families.push_back(&b.schedule);
+      }
+    }
     for (const std::string& layout : searched_layouts(request)) {
       if (!schedule::schedule_facts(layout).accepts(size.num_ranks, size.num_microbatches)) {
         continue;
@@ -288,12 +301,15 @@ Plan plan(const PlanRequest& request) {
       options.num_microbatches = size.num_microbatches;
       options.costs = scaled_costs(request, size.micro_batch_size, placement.num_stages());
       options.max_activations = search_cap(request, size, placement);
+      options.built_families = request.schedules.empty() ? &families : nullptr;
       SearchResult found = search_schedule(options);
       SimResult result = simulate(found.schedule, options.costs);
       PlanCandidate c = candidate_of(request, size, layout, found.schedule, result);
       c.note = found.policy + " (" + std::to_string(found.policies_tried) + " policies tried)";
-      built.push_back({std::move(c), std::move(found.schedule), options.costs, std::move(result)});
+      searched.push_back(
+          {std::move(c), std::move(found.schedule), options.costs, std::move(result)});
     }
+    std::move(searched.begin(), searched.end(), std::back_inserter(built));
   }
   DUALPIPE_CHECK(!built.empty(), "no schedule accepts any of the requested sizes");
   std::stable_sort(built.begin(), built.end(), [](const Built& a, const Built& b) {

@@ -153,6 +153,28 @@ TEST(Search, EveryWalkIsTimedAsTheSimulatorTimesIt) {
   }
 }
 
+// Families the caller built (the planner's) serve as the search's candidates exactly as the ones
+// it builds itself: the same result on every placement.
+TEST(Search, FamiliesBuiltByTheCallerGiveTheSameResult) {
+  const CostModel costs = parse_cost_model("F=1,B=2,W=1,comm=0.5");
+  std::vector<schedule::Schedule> built;
+  for (const std::string& name : schedule::schedule_names()) {
+    if (!is_searched_schedule(name)) built.push_back(schedule::build_schedule(name, 4, 8));
+  }
+  std::vector<const schedule::Schedule*> families;
+  for (const schedule::Schedule& s : built) families.push_back(&s);
+  for (const char* layout : kSearchedScheduleNames) {
+    for (int cap : {0, 3}) {
+      SearchOptions options{4, 8, costs, cap, layout};
+      const SearchResult own = search_schedule(options);
+      options.built_families = &families;
+      const SearchResult given = search_schedule(options);
+      EXPECT_EQ(given.schedule, own.schedule) << layout << " cap " << cap;
+      EXPECT_EQ(given.policy, own.policy) << layout << " cap " << cap;
+    }
+  }
+}
+
 // The registry's builds (default costs) keep within the memory of their placement's family.
 TEST(Search, RegistryBuildsKeepTheirFamilysMemory) {
   for (int ranks : {1, 2, 3, 4, 8}) {

@@ -15,6 +15,7 @@
 // executor run like a built one.
 
 #include <string>
+#include <vector>
 
 #include "dualpipe/schedule/schedule.h"
 #include "dualpipe/sim/cost_model.h"
@@ -35,6 +36,10 @@ struct SearchOptions {
   // placement's stage units); 0 means no limit.
   int max_activations = 0;
   std::string layout = "search";  // one of kSearchedScheduleNames
+  // Fixed families' schedules of these sizes the caller has built already (the planner builds
+  // every family): the search takes those on its placement as candidates instead of building
+  // them again. Not owned; they must outlive the call. Null: it builds its placement's families.
+  const std::vector<const schedule::Schedule*>* built_families = nullptr;
 };
 
 struct SearchResult {
