@@ -75,15 +75,15 @@ case "$mode" in
 esac
 echo "$final" | grep -qE "$expected" || fail "final line of the victim's node: '$final', expected '$expected'"
 # Across two hosts the other node's launcher follows its ranks' wait-for chain to the victim.
-# NOTE: the ranks of `throw` wait in an allreduce of all four ranks, which cannot tell which of
-# the other node's ranks is gone: they name both.
+# NOTE: a rank waiting in an allreduce of all four ranks when the victim goes cannot tell which
+# of the other node's ranks is gone, and names both ("one of ranks 2, 3"): `throw` always (its
+# ranks wait in one), `stop` and `kill` when the victim went between its last pipeline transfer
+# and the step's loss allreduce (seen once in 8 CI runs for kill). The line must then name a set
+# holding the victim, never only bystanders.
 if [ "$hosts" = 2 ]; then
   other_log=${logs[$((1 - victim / 2))]}
   final=$(tail -n 1 "$other_log")
-  case "$mode" in
-    stop | kill) expected="^dualpipe launch: failed: rank $victim \(on another node\) stopped answering" ;;
-    throw) expected="^dualpipe launch: failed: (rank $victim|one of ranks ([0-9]+, )*$victim(, [0-9]+)*) \(on another node\) stopped answering" ;;
-  esac
+  expected="^dualpipe launch: failed: (rank $victim|one of ranks ([0-9]+, )*$victim(, [0-9]+)*) \(on another node\) stopped answering"
   echo "$final" | grep -qE "$expected" || fail "final line of the other node: '$final', expected '$expected'"
 fi
 wait_until_gone "$WORK/run"
