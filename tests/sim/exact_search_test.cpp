@@ -99,7 +99,9 @@ TEST_P(ExactSearchTest, EqualsTheMinimumOverEveryInterleaving) {
   EXPECT_DOUBLE_EQ(found.makespan, brute);
   const SimResult result = simulate(*found.schedule, costs);
   EXPECT_DOUBLE_EQ(result.makespan, found.makespan);
-  if (limit > 0) EXPECT_LE(result.max_peak_activations(), limit);
+  if (limit > 0) {
+    EXPECT_LE(result.max_peak_activations(), limit);
+  }
   // Asked for something faster than the optimum, it finds nothing and says it searched all.
   options.faster_than = found.makespan;
   const ExactSearchResult none = exact_search(options);

@@ -93,7 +93,9 @@ TEST_P(PlacementSearchTest, ValidWithinTheCapAndNoSlowerThanTheFamiliesOfItsPlac
     const SimResult result = simulate(found.schedule, costs);
     EXPECT_DOUBLE_EQ(result.makespan, found.makespan);
     EXPECT_EQ(result.max_peak_activations(), found.peak_activations);
-    if (cap > 0) EXPECT_LE(found.peak_activations, cap) << found.policy;
+    if (cap > 0) {
+      EXPECT_LE(found.peak_activations, cap) << found.policy;
+    }
     for (const std::string& name : families) {
       if (!schedule::schedule_facts(name).accepts(ranks, microbatches)) continue;
       const SimResult family = simulate(schedule::build_schedule(name, ranks, microbatches), costs);

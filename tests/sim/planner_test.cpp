@@ -95,7 +95,9 @@ TEST(Planner, TightMemoryOnlyTheSearchFits) {
   EXPECT_TRUE(is_searched_schedule(p.candidates[0].schedule)) << p.candidates[0].schedule;
   EXPECT_LE(p.candidates[0].activation_units, 3);
   for (const PlanCandidate& c : p.candidates) {
-    if (!is_searched_schedule(c.schedule)) EXPECT_FALSE(c.fits) << c.schedule;
+    if (!is_searched_schedule(c.schedule)) {
+      EXPECT_FALSE(c.fits) << c.schedule;
+    }
   }
 }
 
@@ -164,7 +166,9 @@ TEST(Planner, TheSearchMatchesOrBeatsTheBestFittingFamily) {
     const std::string what = std::to_string(k.ranks) + "x" + std::to_string(k.microbatches) +
                              " costs " + k.costs + " limit " + std::to_string(k.max_activations);
     EXPECT_LE(best_search, best_family) << what;
-    if (k.beats) EXPECT_LT(best_search, best_family) << what;
+    if (k.beats) {
+      EXPECT_LT(best_search, best_family) << what;
+    }
     EXPECT_TRUE(is_searched_schedule(p.candidates[0].schedule) ||
                 p.candidates[0].makespan == best_search)
         << what;
