@@ -126,12 +126,6 @@ class Walk {
   double latency(int rank, int direction, int stage) const {
     return placement_.rank_of(direction, stage) == rank ? 0.0 : costs_.comm;
   }
-  int total_in_flight(const RankState& rank) const {
-    int total = 0;
-    for (int n : rank.in_flight) total += n;
-    return total;
-  }
-
   double forward_ready(int r, const Instance& in) const {
     const RankState& rank = ranks_[r];
     const int m = in.next_forward;
@@ -221,7 +215,7 @@ class Walk {
     return {};
   }
 
-  // Runs the forward of `in`'s next micro-batch inside `op` bookkeeping; returns its op.
+  // The ops of `in`'s next forward and backward, with the rank's counts and W queue updated.
   Op start_forward(RankState& rank, Instance& in) {
     if (in.first_visit) ++rank.in_flight[in.direction];
     return Op::forward(in.direction, in.stage, in.next_forward);

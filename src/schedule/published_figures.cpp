@@ -15,6 +15,13 @@ PublishedFigures one_stage_per_rank(int pp) {
   return figures;
 }
 
+// The V schedules: two half-size stages per rank (PP = ranks), 1F1B's parameter share.
+PublishedFigures v_shape(int num_ranks) {
+  PublishedFigures figures = one_stage_per_rank(num_ranks);
+  figures.pp_meaning = "PP=ranks=" + std::to_string(num_ranks) + ", 2 stages per rank";
+  return figures;
+}
+
 PublishedFigures bidirectional(int pp, const std::string& pp_meaning, const PublishedCosts& c) {
   PublishedFigures figures;
   figures.pp_meaning = pp_meaning;
@@ -79,8 +86,7 @@ PublishedFigures interleaved_1f1b_figures(int num_ranks, int num_microbatches, i
 }
 
 PublishedFigures zbv_figures(int num_ranks, int, const PublishedCosts& c) {
-  PublishedFigures figures = one_stage_per_rank(num_ranks);
-  figures.pp_meaning = "PP=ranks=" + std::to_string(num_ranks) + ", 2 stages per rank";
+  PublishedFigures figures = v_shape(num_ranks);
   // NOTE: the paper's "zero bubble" at F = B-W = W leaves nothing idle but the start-up every
   // pipeline has: rank r waits r forwards for its first input and idles R-1-r at the end.
   figures.bubble_formula = "(PP-1)F at F=B-W=W";
@@ -91,16 +97,14 @@ PublishedFigures zbv_figures(int num_ranks, int, const PublishedCosts& c) {
 }
 
 PublishedFigures v_half_figures(int num_ranks, int, const PublishedCosts&) {
-  PublishedFigures figures = one_stage_per_rank(num_ranks);
-  figures.pp_meaning = "PP=ranks=" + std::to_string(num_ranks) + ", 2 stages per rank";
+  PublishedFigures figures = v_shape(num_ranks);
   figures.activations_formula = "2*floor((PP+2)/2)";
   figures.peak_activations = 2 * ((num_ranks + 2) / 2);
   return figures;
 }
 
 PublishedFigures v_min_figures(int num_ranks, int, const PublishedCosts&) {
-  PublishedFigures figures = one_stage_per_rank(num_ranks);
-  figures.pp_meaning = "PP=ranks=" + std::to_string(num_ranks) + ", 2 stages per rank";
+  PublishedFigures figures = v_shape(num_ranks);
   figures.activations_formula = "2*floor((PP+4)/3)";
   figures.peak_activations = 2 * ((num_ranks + 4) / 3);
   return figures;
@@ -113,8 +117,7 @@ PublishedFigures search_figures(int num_ranks, int, const PublishedCosts&) {
 }
 
 PublishedFigures search_v_figures(int num_ranks, int, const PublishedCosts&) {
-  PublishedFigures figures = one_stage_per_rank(num_ranks);
-  figures.pp_meaning = "PP=ranks=" + std::to_string(num_ranks) + ", 2 stages per rank";
+  PublishedFigures figures = v_shape(num_ranks);
   figures.activations_formula = "<= 2PP";
   figures.peak_activations = 2 * num_ranks;
   return figures;

@@ -70,7 +70,7 @@ class Search {
 
   // Keeps `c` when it fits and is faster (ties: smaller peak), or while nothing fits, when it
   // needs less memory.
-  bool offer(Candidate&& c) {
+  void offer(Candidate&& c) {
     const bool better =
         fits(c.peak) != fits(best_.peak)
             ? fits(c.peak)
@@ -78,7 +78,6 @@ class Search {
                                   (c.makespan == best_.makespan && c.peak < best_.peak)
                             : c.peak < best_.peak);
     if (better) best_ = std::move(c);
-    return better;
   }
 
   // The walk of every policy, timed by the walk itself (the simulator's timing: tested).

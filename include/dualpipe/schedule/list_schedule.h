@@ -33,8 +33,7 @@ struct ListCosts {
 
 struct ListPolicy {
   // Most micro-batches in flight per rank (and per direction with two directions), at first
-  // visits; staggered: min(cap, ranks after this one on the direction's way, + 1), 1F1B's
-  // warm-up depth.
+  // visits; staggered: min(cap, stages from this one to the last), 1F1B's warm-up depth.
   int cap = 1;
   bool staggered = false;
   bool forward_first = false;  // when a forward and a backward are both ready

@@ -17,7 +17,7 @@
 
 namespace dualpipe::sim {
 
-// Up to this many rank micro-batches the planner runs the exact search (about a second here).
+// Up to this many rank micro-batches the planner runs the exact search.
 inline constexpr int kExactSearchMostRankMicrobatches = 32;
 
 struct ExactSearchOptions {
@@ -28,6 +28,8 @@ struct ExactSearchOptions {
   // Only schedules strictly faster than this count (the best one known, e.g. the list
   // scheduler's); infinity: any.
   double faster_than = 0;
+  // NOTE: about a second here at most (4 x 8 within 3 activations, comm=0.5: 785 935 nodes in
+  // 0.4 s).
   long long most_nodes = 2000000;
 };
 

@@ -1,5 +1,5 @@
 #pragma once
-// `dualpipe plan`: every registered schedule family (and a searched schedule, see
+// `dualpipe plan`: every registered schedule family (and the searched placements, see
 // list_scheduler.h) at every valid size, simulated on the user's costs, ranked by step time under
 // the user's memory limits, with why each loser lost.
 //
@@ -43,7 +43,7 @@ struct PlanRequest {
   double activation_bytes = 0;  // one unit of activations, bytes
   double param_bytes = 0;       // one reference rank share of parameters (+ grads, optimiser)
   std::vector<std::string> schedules;  // families to consider; empty: all registered
-  bool search = true;                  // also search a schedule (list_scheduler.h)
+  bool search = true;                  // also search each searched placement (list_scheduler.h)
 };
 
 struct PlanCandidate {
